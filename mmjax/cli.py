@@ -1,0 +1,130 @@
+"""What train.py and sample.py do, as functions of their parsed flags."""
+
+import argparse
+import pathlib
+import sys
+
+from mmjax import config as config_lib
+from mmjax import input_pipeline, sampling, train
+from mmjax.errors import UserError
+from mmjax.models import create_model
+from mmjax.workdir import WorkDir
+
+# makemore.py's flags (and a few more) that override fields of the config file.
+CONFIG_FLAGS = [
+    (("--type",), str, "model type: the config file configs/TYPE.py"),
+    (("--max-steps",), int, "number of optimisation steps"),
+    (("--batch-size", "-b"), int, "batch size"),
+    (("--learning-rate", "-l"), float, "AdamW learning rate"),
+    (("--weight-decay", "-w"), float, "AdamW weight decay"),
+    (("--n-layer",), int, "number of layers"),
+    (("--n-head",), int, "number of attention heads"),
+    (("--n-embd",), int, "embedding channels"),
+    (("--n-embd2",), int, "hidden channels"),
+    (("--seed",), int, "seed of the split, the initialisation and the batches"),
+    (("--eval-every",), int, "steps between evaluations and checkpoints"),
+    (("--log-every",), int, "steps per compiled dispatch; the loss is logged after each"),
+    (("--top-k",), int, "sample from the k most likely tokens only (-1: all)"),
+    (("--temperature",), float, "sampling temperature"),
+    (("--num-samples", "-n"), int, "number of samples to print"),
+]
+MODEL_SHAPE_FIELDS = ("type", "n_layer", "n_head", "n_embd", "n_embd2")
+
+
+def train_parser():
+    parser = argparse.ArgumentParser(description="Train a character-level model on a file of words.")
+    parser.add_argument("--input-file", "-i", help="one item per line (default: US baby names, see README)")
+    parser.add_argument("--work-dir", "-o", default="out", help="where config, checkpoints and logs go")
+    parser.add_argument("--config", help="a configs/*.py file (default: configs/TYPE.py)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in the work dir")
+    parser.add_argument("--sample-only", action="store_true", help="only sample from the work dir's model")
+    parser.add_argument("--encoding", default="utf-8", help="text encoding of the input file")
+    parser.add_argument("--dedupe", action="store_true", default=None, help="drop repeated lines before the split")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flags, kind, text in CONFIG_FLAGS:
+        parser.add_argument(*flags, type=kind, default=None, help=text)
+    return parser
+
+
+def overrides(args):
+    fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe"]
+    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+
+
+def resolve_config(args, configs_dir):
+    """The config file's fields (--config, or configs_dir/TYPE.py), overridden by the flags given."""
+    changes = overrides(args)
+    config = config_lib.load_config(args.config or pathlib.Path(configs_dir) / f"{changes.get('type', 'transformer')}.py")
+    config.update(changes)
+    config_lib.validate(config)
+    return config
+
+
+def resumed_config(workdir, args):
+    config = workdir.load_config()
+    changes = overrides(args)
+    for field in MODEL_SHAPE_FIELDS:
+        if field in changes and changes[field] != config[field]:
+            raise UserError(f"{workdir.path} holds a {field}={config[field]} run, not {field}={changes[field]}: "
+                            "drop the flag or pass another -o")
+    config.update(changes)
+    config_lib.validate(config)
+    return config
+
+
+def train_main(args, configs_dir):
+    workdir = WorkDir(args.work_dir)
+    if args.resume or args.sample_only:
+        config = resumed_config(workdir, args)
+        dataset = workdir.load_dataset()
+        state = workdir.restore(train.create_train_state(config, dataset.vocab))
+        if args.sample_only:
+            return print_samples(workdir, config, dataset)
+        workdir.drop_metrics_after(int(state.step))
+    else:
+        config = resolve_config(args, configs_dir)
+        path = args.input_file or input_pipeline.default_words_path()
+        words = input_pipeline.read_words(path, args.encoding, config.dedupe)
+        dataset = input_pipeline.Dataset.from_words(words, config.seed)
+        state = train.create_train_state(config, dataset.vocab)
+        workdir.create(config, dataset)
+        print(f"{len(words)} words from {path}: {len(dataset.train_words)} train, {len(dataset.test_words)} test, "
+              f"vocabulary {''.join(dataset.vocab.chars)!r} ({dataset.vocab.size} tokens), "
+              f"block size {dataset.vocab.block_size}")
+    train.train_and_evaluate(config, workdir, state, dataset, progress=not args.no_progress)
+
+
+def sample_parser():
+    parser = argparse.ArgumentParser(description="Sample words from the best checkpoint of a work dir.")
+    parser.add_argument("--work-dir", "-o", default="out", help="a work dir written by train.py")
+    parser.add_argument("--num-samples", "-n", type=int, default=None, help="number of samples (default 50)")
+    parser.add_argument("--seed", type=int, default=None, help="same seed, same samples (default: the run's)")
+    parser.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 1)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
+    return parser
+
+
+def sample_main(args):
+    workdir = WorkDir(args.work_dir)
+    config = workdir.load_config()
+    config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
+    if config.temperature <= 0 or config.num_samples <= 0:
+        raise UserError("temperature and --num-samples must be positive: pass values above 0")
+    print_samples(workdir, config, workdir.load_dataset())
+
+
+def print_samples(workdir, config, dataset):
+    state = workdir.restore(train.create_train_state(config, dataset.vocab), which="best")
+    model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
+    words = sampling.sample_words(model, state.params, dataset.vocab, config.seed, config.num_samples,
+                                  config.temperature, config.top_k)
+    print(sampling.report(words, dataset))
+
+
+def run(main, parser, argv=None):
+    """Runs main(parsed flags); a UserError is one line on stderr and exit status 2."""
+    try:
+        main(parser.parse_args(argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

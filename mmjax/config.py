@@ -1,0 +1,59 @@
+"""The training configuration every configs/NAME.py starts from (makemore.py's defaults)."""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+from mmjax.errors import UserError
+
+
+def base_config():
+    config = ml_collections.ConfigDict()
+    config.type = "transformer"
+    # Model sizes (each model reads the ones it needs).
+    config.n_layer = 4
+    config.n_head = 4
+    config.n_embd = 64
+    config.n_embd2 = 64
+    # Data.
+    config.dedupe = False  # drop repeated lines before the split
+    config.seed = 3407  # split, initialisation and batches
+    # Optimisation: AdamW exactly as makemore.py.
+    config.batch_size = 32
+    config.learning_rate = 5e-4
+    config.weight_decay = 0.01
+    config.b1 = 0.9
+    config.b2 = 0.99
+    config.eps = 1e-8
+    config.max_steps = 10_000
+    # Bookkeeping.
+    config.log_every = 100  # steps per compiled dispatch; loss logged at each
+    config.eval_every = 500  # evaluate and checkpoint
+    config.eval_train_size = 1000  # train words scored at each evaluation
+    config.eval_batch_size = 500
+    # Sampling.
+    config.num_samples = 50
+    config.temperature = 1.0
+    config.top_k = -1  # -1: all tokens
+    return config
+
+
+def load_config(path):
+    """get_config() of a configs/NAME.py file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.py"))) or "none"
+        raise UserError(f"no config file {path}: pass --config FILE or --type with one of: {known}")
+    spec = importlib.util.spec_from_file_location(f"mmjax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def validate(config):
+    for field in ("batch_size", "learning_rate", "max_steps", "log_every", "eval_every", "eval_batch_size"):
+        if not config[field] > 0:
+            raise UserError(f"{field} must be positive, got {config[field]}: pass a value above 0")
+    if config.weight_decay < 0:
+        raise UserError(f"weight_decay must not be negative, got {config.weight_decay}")

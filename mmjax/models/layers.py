@@ -1,0 +1,30 @@
+"""Flax layers initialised as PyTorch initialises them, so training curves match makemore.py's."""
+
+import flax.linen as nn
+import jax
+
+
+def torch_uniform(fan_in):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch.nn.Linear's default for weight and bias."""
+    bound = fan_in ** -0.5
+
+    def init(key, shape, dtype=jax.numpy.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def Linear(features, fan_in, use_bias=True, name=None):
+    """nn.Dense as torch.nn.Linear(fan_in, features); kernel = weight.T."""
+    init = torch_uniform(fan_in)
+    return nn.Dense(features, use_bias=use_bias, kernel_init=init, bias_init=init, name=name)
+
+
+def Embedding(num_embeddings, features, name=None):
+    """nn.Embed as torch.nn.Embedding: N(0, 1)."""
+    return nn.Embed(num_embeddings, features, embedding_init=nn.initializers.normal(1.0), name=name)
+
+
+def LayerNorm(name=None):
+    """torch.nn.LayerNorm: eps 1e-5, variance as mean((x - mean)^2)."""
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)

@@ -1,0 +1,106 @@
+"""Training: pure, compiled train and eval steps, and the loop that logs, evaluates and checkpoints."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from mmjax import input_pipeline
+from mmjax.models import create_model
+
+
+class TrainState(train_state.TrainState):
+    rng: jax.Array  # the batch-sampling key, split once per step
+
+
+def create_train_state(config, vocab):
+    model = create_model(config, vocab.size, vocab.block_size)
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = model.init(init_key, jnp.zeros((1, vocab.block_size), jnp.int32))["params"]
+    tx = optax.adamw(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
+                     weight_decay=config.weight_decay)
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=data_key)
+
+
+def cross_entropy(logits_btv, y_bt):
+    """Summed NLL over targets that are not IGNORE, and their count."""
+    mask_bt = y_bt != input_pipeline.IGNORE
+    nll_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv, jnp.where(mask_bt, y_bt, 0))
+    return jnp.sum(nll_bt * mask_bt), jnp.sum(mask_bt)
+
+
+def loss_fn(params, apply_fn, x_bt, y_bt):
+    nll_sum, count = cross_entropy(apply_fn({"params": params}, x_bt), y_bt)
+    return nll_sum / count
+
+
+def train_step(state, x_nt, y_nt, batch_size):
+    """One AdamW step on a batch drawn with replacement from the device-resident training set."""
+    rng, batch_key = jax.random.split(state.rng)
+    idx_b = jax.random.randint(batch_key, (batch_size,), 0, x_nt.shape[0])
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, state.apply_fn, x_nt[idx_b], y_nt[idx_b])
+    return state.apply_gradients(grads=grads).replace(rng=rng), loss
+
+
+@functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnames=("state",))
+def train_steps(state, x_nt, y_nt, *, num_steps, batch_size):
+    """`num_steps` train steps in one dispatch; returns the new state and each step's loss."""
+    return jax.lax.scan(lambda s, _: train_step(s, x_nt, y_nt, batch_size), state, length=num_steps)
+
+
+@jax.jit
+def eval_step(state, x_bt, y_bt):
+    return cross_entropy(state.apply_fn({"params": state.params}, x_bt), y_bt)
+
+
+def evaluate(state, x_nt, y_nt, batch_size):
+    """Per-character NLL over the whole set, in fixed-size chunks (padding is masked) so it compiles once."""
+    pad = -len(x_nt) % batch_size
+    x_nt = jnp.pad(x_nt, ((0, pad), (0, 0)))
+    y_nt = jnp.pad(y_nt, ((0, pad), (0, 0)), constant_values=input_pipeline.IGNORE)
+    nll_sum, count = 0.0, 0
+    for i in range(0, len(x_nt), batch_size):
+        s, c = eval_step(state, x_nt[i:i + batch_size], y_nt[i:i + batch_size])
+        nll_sum, count = nll_sum + float(s), count + int(c)
+    return nll_sum / count
+
+
+def next_stop(step, config):
+    """The next step at which the loop logs, evaluates or ends."""
+    return min((step // config.log_every + 1) * config.log_every,
+               (step // config.eval_every + 1) * config.eval_every, config.max_steps)
+
+
+def train_and_evaluate(config, workdir, state, dataset, progress=True):
+    """Trains `state` (fresh or restored) up to config.max_steps; returns the final state."""
+    from tqdm import tqdm
+
+    vocab, train_words, test_words = dataset.vocab, dataset.train_words, dataset.test_words
+    x_nt, y_nt = map(jnp.asarray, vocab.encode_words(train_words))
+    eval_sets = {"train_loss": vocab.encode_words(train_words[:config.eval_train_size])}
+    if test_words:
+        eval_sets["test_loss"] = vocab.encode_words(test_words)
+    score_name = "test_loss" if test_words else "train_loss"
+
+    step = int(state.step)
+    with workdir.logger() as log, tqdm(total=config.max_steps, initial=step, disable=not progress,
+                                       unit="step", dynamic_ncols=True) as bar:
+        while step < config.max_steps:
+            num_steps = next_stop(step, config) - step
+            state, losses = train_steps(state, x_nt, y_nt, num_steps=num_steps, batch_size=config.batch_size)
+            step += num_steps
+            loss = float(losses[-1])
+            bar.update(num_steps)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            log.write({"step": step, "loss": loss})
+            if step % config.eval_every == 0 or step == config.max_steps:
+                metrics = {name: evaluate(state, *xy, config.eval_batch_size) for name, xy in eval_sets.items()}
+                if not all(map(math.isfinite, metrics.values())):
+                    raise FloatingPointError(f"non-finite loss {metrics} at step {step}")
+                log.write({"step": step, **metrics})
+                bar.write(f"step {step} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                workdir.save(state, score=metrics[score_name])
+    return state
