@@ -27,6 +27,9 @@ def base_config():
     config.b2 = 0.99
     config.eps = 1e-8
     config.max_steps = 10_000
+    config.optimizer = "adamw"  # or "sgd" (the lectures'); b1, b2, eps are AdamW's
+    config.lr_decay_steps = 0  # > 0: multiply the learning rate by lr_decay_factor from this step on
+    config.lr_decay_factor = 0.1
     # Bookkeeping.
     config.log_every = 100  # steps per compiled dispatch; loss logged at each
     config.eval_every = 500  # evaluate and checkpoint
@@ -55,5 +58,7 @@ def validate(config):
     for field in ("batch_size", "learning_rate", "max_steps", "log_every", "eval_every", "eval_batch_size"):
         if not config[field] > 0:
             raise UserError(f"{field} must be positive, got {config[field]}: pass a value above 0")
+    if config.optimizer not in ("adamw", "sgd"):
+        raise UserError(f"unknown optimizer {config.optimizer!r}: use adamw or sgd")
     if config.weight_decay < 0:
         raise UserError(f"weight_decay must not be negative, got {config.weight_decay}")

@@ -14,15 +14,25 @@ from mmjax.models import create_model
 
 class TrainState(train_state.TrainState):
     rng: jax.Array  # the batch-sampling key, split once per step
+    batch_stats: dict  # running BatchNorm statistics; {} for models without BatchNorm
+
+
+def make_optimizer(config):
+    """AdamW as makemore.py, or SGD as the lectures; optionally the learning rate drops once."""
+    learning_rate = config.learning_rate
+    if config.lr_decay_steps > 0:
+        learning_rate = optax.piecewise_constant_schedule(learning_rate, {config.lr_decay_steps: config.lr_decay_factor})
+    if config.optimizer == "sgd":
+        return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.sgd(learning_rate))
+    return optax.adamw(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)
 
 
 def create_train_state(config, vocab):
     model = create_model(config, vocab.size, vocab.block_size)
     init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = model.init(init_key, jnp.zeros((1, vocab.block_size), jnp.int32))["params"]
-    tx = optax.adamw(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
-                     weight_decay=config.weight_decay)
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=data_key)
+    variables = model.init(init_key, jnp.zeros((1, vocab.block_size), jnp.int32))
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config),
+                             rng=data_key, batch_stats=variables.get("batch_stats", {}))
 
 
 def cross_entropy(logits_btv, y_bt):
@@ -32,17 +42,29 @@ def cross_entropy(logits_btv, y_bt):
     return jnp.sum(nll_bt * mask_bt), jnp.sum(mask_bt)
 
 
-def loss_fn(params, apply_fn, x_bt, y_bt):
-    nll_sum, count = cross_entropy(apply_fn({"params": params}, x_bt), y_bt)
-    return nll_sum / count
+def forward(state, params, x_bt, train=False):
+    """Logits, and the BatchNorm statistics: updated from the batch when training a BatchNorm model."""
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if train and state.batch_stats:
+        logits_btv, updates = state.apply_fn(variables, x_bt, train=True, mutable=["batch_stats"])
+        return logits_btv, updates["batch_stats"]
+    return state.apply_fn(variables, x_bt), state.batch_stats
+
+
+def loss_fn(params, state, x_bt, y_bt, train=False):
+    """Mean NLL per character, and the BatchNorm statistics as `forward` returns them."""
+    logits_btv, batch_stats = forward(state, params, x_bt, train)
+    nll_sum, count = cross_entropy(logits_btv, y_bt)
+    return nll_sum / count, batch_stats
 
 
 def train_step(state, x_nt, y_nt, batch_size):
-    """One AdamW step on a batch drawn with replacement from the device-resident training set."""
+    """One optimiser step on a batch drawn with replacement from the device-resident training set."""
     rng, batch_key = jax.random.split(state.rng)
     idx_b = jax.random.randint(batch_key, (batch_size,), 0, x_nt.shape[0])
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, state.apply_fn, x_nt[idx_b], y_nt[idx_b])
-    return state.apply_gradients(grads=grads).replace(rng=rng), loss
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state, x_nt[idx_b], y_nt[idx_b], train=True)
+    return state.apply_gradients(grads=grads).replace(rng=rng, batch_stats=batch_stats), loss
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnames=("state",))
@@ -53,7 +75,7 @@ def train_steps(state, x_nt, y_nt, *, num_steps, batch_size):
 
 @jax.jit
 def eval_step(state, x_bt, y_bt):
-    return cross_entropy(state.apply_fn({"params": state.params}, x_bt), y_bt)
+    return cross_entropy(forward(state, state.params, x_bt)[0], y_bt)
 
 
 def evaluate(state, x_nt, y_nt, batch_size):
@@ -84,19 +106,25 @@ def train_and_evaluate(config, workdir, state, dataset, progress=True):
     if test_words:
         eval_sets["test_loss"] = vocab.encode_words(test_words)
     score_name = "test_loss" if test_words else "train_loss"
+    model = create_model(config, vocab.size, vocab.block_size)
+    max_steps = 1 if hasattr(model, "fit") else config.max_steps  # a closed-form fit is one step
 
     step = int(state.step)
-    with workdir.logger() as log, tqdm(total=config.max_steps, initial=step, disable=not progress,
+    with workdir.logger() as log, tqdm(total=max_steps, initial=step, disable=not progress,
                                        unit="step", dynamic_ncols=True) as bar:
-        while step < config.max_steps:
-            num_steps = next_stop(step, config) - step
-            state, losses = train_steps(state, x_nt, y_nt, num_steps=num_steps, batch_size=config.batch_size)
+        while step < max_steps:
+            if hasattr(model, "fit"):
+                num_steps, state = 1, state.replace(step=1, params=model.fit(x_nt, y_nt))
+                loss = evaluate(state, x_nt, y_nt, config.eval_batch_size)
+            else:
+                num_steps = next_stop(step, config) - step
+                state, losses = train_steps(state, x_nt, y_nt, num_steps=num_steps, batch_size=config.batch_size)
+                loss = float(losses[-1])
             step += num_steps
-            loss = float(losses[-1])
             bar.update(num_steps)
             bar.set_postfix(loss=f"{loss:.4f}")
             log.write({"step": step, "loss": loss})
-            if step % config.eval_every == 0 or step == config.max_steps:
+            if step % config.eval_every == 0 or step == max_steps:
                 metrics = {name: evaluate(state, *xy, config.eval_batch_size) for name, xy in eval_sets.items()}
                 if not all(map(math.isfinite, metrics.values())):
                     raise FloatingPointError(f"non-finite loss {metrics} at step {step}")

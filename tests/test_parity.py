@@ -58,7 +58,7 @@ def test_logits_loss_and_gradients_match_pytorch(models):
     loss_ref.backward()
     logits = state.apply_fn({"params": state.params}, x_bt)
     np.testing.assert_allclose(logits, logits_ref.detach().numpy(), atol=1e-5)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, state.apply_fn, x_bt, y_bt)
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state, x_bt, y_bt)
     assert float(loss) == pytest.approx(loss_ref.item(), abs=1e-6)
     expected = flax_view({k: p.grad for k, p in reference.named_parameters()}, grads)
     key_bias_grad = grads["h_0"]["attn"]["c_attn"]["bias"][64:128]
@@ -73,13 +73,13 @@ def test_logits_loss_and_gradients_match_pytorch(models):
 def test_twenty_adamw_steps_match_pytorch(models):
     reference, state = models
     optimizer = torch.optim.AdamW(reference.parameters(), lr=5e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
-    grad_fn = jax.jit(jax.grad(loss_fn), static_argnums=1)
+    grad_fn = jax.jit(jax.grad(lambda params, state, x_bt, y_bt: loss_fn(params, state, x_bt, y_bt)[0]))
     for step in range(20):
         idx, targets, x_bt, y_bt = batch(step)
         optimizer.zero_grad()
         reference(idx, targets)[1].backward()
         optimizer.step()
-        state = state.apply_gradients(grads=grad_fn(state.params, state.apply_fn, x_bt, y_bt))
+        state = state.apply_gradients(grads=grad_fn(state.params, state, x_bt, y_bt))
     expected = flax_view(dict(reference.named_parameters()), state.params)
     # The key bias has no true gradient (adding it shifts every score of a query equally), so
     # AdamW turns each side's rounding noise into steps of its own: compare it by that fact instead.

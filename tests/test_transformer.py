@@ -62,7 +62,7 @@ def test_initial_loss_is_near_uniform():
     state = create_train_state(base_config(), vocab)
     idx = jax.random.randint(jax.random.PRNGKey(2), (64, T), 1, V)
     x_bt, y_bt = idx.at[:, 0].set(0), idx
-    loss = float(loss_fn(state.params, state.apply_fn, x_bt, y_bt))
+    loss = float(loss_fn(state.params, state, x_bt, y_bt)[0])
     assert abs(loss - math.log(V)) < 0.3
 
 

@@ -1,22 +1,51 @@
-"""The model registry: `--type NAME` picks MODELS[NAME]; each takes (vocab_size, block_size, ...)."""
+"""The model registry. `--type NAME` trains MODELS[NAME].
+
+Every model is a Flax Linen module built as `Model(vocab_size=V, block_size=T, **sizes)`, its other
+fields filled from the config fields of the same names, with:
+
+- `__call__(idx_bt) -> logits_btv`: every position at once; position t sees tokens 0..t only.
+  BatchNorm models take `train=False`; `train=True` normalises with batch statistics and updates
+  the `batch_stats` collection.
+- `decode_init(batch_size) -> carry`: the decode state before any token, a pytree of arrays.
+- `decode_step(carry, token_b) -> (logits_bv, carry)`: feeds each sequence's next token (the first
+  call feeds the start token 0 at position 0) and returns the logits for the token after it, equal
+  to `__call__`'s logits at that position. One sampler serves every model through these two.
+
+A model fitted in closed form rather than by gradient steps also has `fit(x_nt, y_nt) -> params`.
+"""
+
+import dataclasses
 
 from mmjax.errors import UserError
+from mmjax.models.bigram import Bigram
+from mmjax.models.bigram_counts import BigramCounts
+from mmjax.models.bow import BoW
+from mmjax.models.mlp import MLP
+from mmjax.models.mlp_bn import MLPBatchNorm
+from mmjax.models.rnn import RNN
 from mmjax.models.transformer import Transformer
+from mmjax.models.wavenet import WaveNet
 
 MODELS = {
+    "bigram": Bigram,
+    "bigram_counts": BigramCounts,
+    "mlp": MLP,
+    "mlp_bn": MLPBatchNorm,
+    "wavenet": WaveNet,
+    "rnn": RNN,  # configs/rnn.py, gru.py and lstm.py set its `cell`
+    "gru": RNN,
+    "lstm": RNN,
+    "bow": BoW,
     "transformer": Transformer,
-}
-
-# Config fields each model takes besides vocab_size and block_size.
-MODEL_FIELDS = {
-    "transformer": ("n_layer", "n_head", "n_embd"),
 }
 
 
 def create_model(config, vocab_size, block_size):
     if config.type not in MODELS:
         raise UserError(f"unknown model type {config.type!r}: choose one of {', '.join(MODELS)}")
-    kwargs = {field: config[field] for field in MODEL_FIELDS[config.type]}
-    if "n_head" in kwargs and kwargs["n_embd"] % kwargs["n_head"]:
-        raise UserError(f"n_embd {kwargs['n_embd']} is not divisible by n_head {kwargs['n_head']}: change one of them")
-    return MODELS[config.type](vocab_size=vocab_size, block_size=block_size, **kwargs)
+    model_class = MODELS[config.type]
+    sizes = {f.name: config[f.name] for f in dataclasses.fields(model_class)
+             if f.name in config and f.name not in ("parent", "name")}
+    if "n_head" in sizes and sizes["n_embd"] % sizes["n_head"]:
+        raise UserError(f"n_embd {sizes['n_embd']} is not divisible by n_head {sizes['n_head']}: change one of them")
+    return model_class(vocab_size=vocab_size, block_size=block_size, **sizes)
