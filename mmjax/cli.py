@@ -7,7 +7,7 @@ import sys
 from mmjax import config as config_lib
 from mmjax import input_pipeline, sampling, train
 from mmjax.errors import UserError
-from mmjax.models import create_model
+from mmjax.models import create_model, model_fields
 from mmjax.workdir import WorkDir
 
 # makemore.py's flags (and a few more) that override fields of the config file.
@@ -25,10 +25,10 @@ CONFIG_FLAGS = [
     (("--eval-every",), int, "steps between evaluations and checkpoints"),
     (("--log-every",), int, "steps per compiled dispatch; the loss is logged after each"),
     (("--top-k",), int, "sample from the k most likely tokens only (-1: all)"),
+    (("--top-p",), float, "sample from the smallest set of tokens whose mass reaches this"),
     (("--temperature",), float, "sampling temperature"),
     (("--num-samples", "-n"), int, "number of samples to print"),
 ]
-MODEL_SHAPE_FIELDS = ("type", "n_layer", "n_head", "n_embd", "n_embd2")
 
 
 def train_parser():
@@ -63,7 +63,7 @@ def resolve_config(args, configs_dir):
 def resumed_config(workdir, args):
     config = workdir.load_config()
     changes = overrides(args)
-    for field in MODEL_SHAPE_FIELDS:
+    for field in ["type", *model_fields(config.type)]:
         if field in changes and changes[field] != config[field]:
             raise UserError(f"{workdir.path} holds a {field}={config[field]} run, not {field}={changes[field]}: "
                             "drop the flag or pass another -o")
@@ -99,8 +99,13 @@ def sample_parser():
     parser.add_argument("--work-dir", "-o", default="out", help="a work dir written by train.py")
     parser.add_argument("--num-samples", "-n", type=int, default=None, help="number of samples (default 50)")
     parser.add_argument("--seed", type=int, default=None, help="same seed, same samples (default: the run's)")
-    parser.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 1)")
+    parser.add_argument("--temperature", type=float, default=None, help="softmax temperature; 0 is greedy")
     parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
+    parser.add_argument("--top-p", type=float, default=None, help="sample from the smallest set of tokens whose mass reaches this")
+    parser.add_argument("--prefix", default="", help="every sample starts with these characters")
+    parser.add_argument("--batch-size", dest="sample_batch_size", type=int, default=1000,
+                        help="samples per compiled batch (bounds memory)")
+    parser.add_argument("--out", help="also write every sample to this file, one per line")
     return parser
 
 
@@ -108,17 +113,24 @@ def sample_main(args):
     workdir = WorkDir(args.work_dir)
     config = workdir.load_config()
     config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
-    if config.temperature <= 0 or config.num_samples <= 0:
-        raise UserError("temperature and --num-samples must be positive: pass values above 0")
-    print_samples(workdir, config, workdir.load_dataset())
+    if config.temperature < 0 or config.num_samples <= 0 or args.sample_batch_size <= 0 or not 0 < config.top_p <= 1:
+        raise UserError("need --temperature >= 0, --num-samples and --batch-size > 0, 0 < --top-p <= 1")
+    dataset = workdir.load_dataset()
+    if len(args.prefix) >= dataset.vocab.block_size:
+        raise UserError(f"--prefix is longer than the longest word ({dataset.vocab.max_word_length}): shorten it")
+    words = print_samples(workdir, config, dataset, prefix=args.prefix, batch_size=args.sample_batch_size)
+    if args.out:
+        pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
 
 
-def print_samples(workdir, config, dataset):
+def print_samples(workdir, config, dataset, **options):
     state = workdir.restore(train.create_train_state(config, dataset.vocab), which="best")
     model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
-    words = sampling.sample_words(model, state.params, dataset.vocab, config.seed, config.num_samples,
-                                  config.temperature, config.top_k)
+    words = sampling.sample_words(model, {"params": state.params, "batch_stats": state.batch_stats}, dataset.vocab,
+                                  config.seed, config.num_samples, temperature=config.temperature,
+                                  top_k=config.top_k, top_p=config.top_p, **options)
     print(sampling.report(words, dataset))
+    return words
 
 
 def run(main, parser, argv=None):

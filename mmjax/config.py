@@ -39,6 +39,7 @@ def base_config():
     config.num_samples = 50
     config.temperature = 1.0
     config.top_k = -1  # -1: all tokens
+    config.top_p = 1.0  # < 1: nucleus sampling
     return config
 
 

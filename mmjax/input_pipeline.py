@@ -77,7 +77,7 @@ class Vocab:
         stoi = {c: i + 1 for i, c in enumerate(self.chars)}
         unknown = sorted(set(word) - stoi.keys())
         if unknown:
-            raise UserError(f"characters {''.join(unknown)!r} are not in the vocabulary {''.join(self.chars)!r}")
+            raise UserError(f"characters {''.join(unknown)!r} are not in the vocabulary: use only {''.join(self.chars)!r}")
         return [stoi[c] for c in word]
 
     def decode(self, tokens):

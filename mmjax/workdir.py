@@ -12,9 +12,9 @@ import os
 import pathlib
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
+from mmjax.config import base_config
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, Vocab
 
@@ -52,7 +52,9 @@ class WorkDir:
     def load_config(self):
         if not self.has_run:
             raise UserError(f"{self.path} holds no run: train one first with train.py -o {self.path}")
-        return ml_collections.ConfigDict(json.loads((self.path / "config.json").read_text(encoding="utf-8")))
+        config = base_config()  # fields added since the run was written take their defaults
+        config.update(json.loads((self.path / "config.json").read_text(encoding="utf-8")))
+        return config
 
     def load_dataset(self):
         d = json.loads((self.path / "dataset.json").read_text(encoding="utf-8"))

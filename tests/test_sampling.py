@@ -4,55 +4,94 @@ import numpy as np
 import pytest
 
 from mmjax.config import base_config
+from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, Vocab
 from mmjax.models import create_model
-from mmjax.sampling import report, sample, sample_words
+from mmjax.sampling import filter_logits, report, sample, sample_words
 
 VOCAB = Vocab(tuple("abcdefgh"), 7)
 
 
-@pytest.fixture(scope="module")
-def model_params():
+def make(model_type, seed=0, **sizes):
     config = base_config()
-    config.update(n_layer=1, n_head=2, n_embd=16)
+    config.update(type=model_type, **sizes)
     model = create_model(config, VOCAB.size, VOCAB.block_size)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, VOCAB.block_size), jnp.int32))["params"]
-    return model, params
+    return model, model.init(jax.random.PRNGKey(seed), jnp.zeros((1, VOCAB.block_size), jnp.int32))
 
 
-def test_same_seed_same_samples_other_seed_other_samples(model_params):
-    model, params = model_params
-    first = sample_words(model, params, VOCAB, seed=1, num_samples=20)
-    assert first == sample_words(model, params, VOCAB, seed=1, num_samples=20)
-    assert first != sample_words(model, params, VOCAB, seed=2, num_samples=20)
-    assert all(set(w) <= set(VOCAB.chars) and len(w) <= VOCAB.max_word_length for w in first)
+@pytest.fixture(scope="module")
+def transformer():
+    return make("transformer", n_layer=1, n_head=2, n_embd=16)
 
 
-def test_sample_i_does_not_depend_on_the_number_of_samples(model_params):
-    model, params = model_params
-    key = jax.random.PRNGKey(3)
-    many = sample(model, params, key, num_samples=16)
-    few = sample(model, params, key, num_samples=5)
-    assert many.shape == (16, VOCAB.block_size - 1)
-    np.testing.assert_array_equal(many[:5], few)
-
-
-def test_top_k_1_is_greedy(model_params):
-    model, params = model_params
-    tokens = sample(model, params, jax.random.PRNGKey(4), num_samples=3, top_k=1)
+def greedy_by_full_forward(model, variables, prefix=()):
+    """Argmax decoding by re-running the whole model each step: the reference the sampler must match."""
     idx_t = jnp.zeros((1, VOCAB.block_size), jnp.int32)
-    for t in range(VOCAB.block_size - 1):  # argmax, one position at a time
-        next_token = jnp.argmax(model.apply({"params": params}, idx_t)[0, t])
-        idx_t = idx_t.at[0, t + 1].set(next_token)
-    np.testing.assert_array_equal(tokens, np.repeat(idx_t[:, 1:], 3, axis=0))
+    for t in range(VOCAB.block_size - 1):
+        token = prefix[t] if t < len(prefix) else jnp.argmax(model.apply(variables, idx_t)[0, t])
+        idx_t = idx_t.at[0, t + 1].set(token)
+    return np.asarray(idx_t[0, 1:])
 
 
-def test_top_k_only_emits_the_k_most_likely_first_tokens(model_params):
-    model, params = model_params
-    first_logits = model.apply({"params": params}, jnp.zeros((1, VOCAB.block_size), jnp.int32))[0, 0]
-    allowed = set(np.argsort(-np.asarray(first_logits))[:2].tolist())
-    tokens = sample(model, params, jax.random.PRNGKey(5), num_samples=200, top_k=2)
-    assert set(np.asarray(tokens[:, 0]).tolist()) == allowed
+def test_same_seed_same_samples_whatever_the_batching(transformer):
+    model, variables = transformer
+    tokens, lengths = sample(model, variables, seed=1, num_samples=24, batch_size=24)
+    for batch_size in (1, 5, 7):
+        chunked = sample(model, variables, seed=1, num_samples=24, batch_size=batch_size)
+        np.testing.assert_array_equal(chunked[0], tokens)
+        np.testing.assert_array_equal(chunked[1], lengths)
+    np.testing.assert_array_equal(sample(model, variables, seed=1, num_samples=10)[0], tokens[:10])
+    assert not np.array_equal(sample(model, variables, seed=2, num_samples=24)[0], tokens)
+
+
+def test_tokens_stop_and_lengths_count_the_word(transformer):
+    model, variables = transformer
+    tokens, lengths = sample(model, variables, seed=3, num_samples=200)
+    assert tokens.shape == (200, VOCAB.block_size - 1)
+    for row, n in zip(tokens, lengths):
+        assert (row[:n] > 0).all() and (row[n:] == 0).all()
+    assert len(set(lengths.tolist())) > 2
+
+
+@pytest.mark.parametrize("options", [dict(top_k=1), dict(temperature=0.0), dict(temperature=1e-3),
+                                     dict(top_p=1e-6)])
+def test_greedy_limits_equal_argmax_decoding(transformer, options):
+    model, variables = transformer
+    tokens, _ = sample(model, variables, seed=4, num_samples=3, **options)
+    np.testing.assert_array_equal(tokens, np.tile(greedy_by_full_forward(model, variables), (3, 1)))
+
+
+def test_prefix_is_respected(transformer):
+    model, variables = transformer
+    words = sample_words(model, variables, VOCAB, seed=5, num_samples=50, prefix="hag")
+    assert all(w.startswith("hag") for w in words) and len(set(words)) > 5
+    greedy = sample(model, variables, seed=0, num_samples=1, prefix=[8, 1, 7], temperature=0.0)[0][0]
+    np.testing.assert_array_equal(greedy, greedy_by_full_forward(model, variables, prefix=[8, 1, 7]))
+    with pytest.raises(UserError, match="'z'"):
+        sample_words(model, variables, VOCAB, seed=5, num_samples=1, prefix="haz")
+
+
+def test_top_k_keeps_the_k_largest_and_top_p_the_smallest_set_reaching_p():
+    probs = jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15]])
+    logits = jnp.log(probs)
+    kept = lambda out: set(np.flatnonzero(np.isfinite(np.asarray(out[0]))).tolist())
+    assert kept(filter_logits(logits, 1.0, 2, 1.0)) == {1, 3}
+    assert kept(filter_logits(logits, 1.0, -1, 0.7)) == {1, 3}  # 0.4 + 0.3 reaches 0.7
+    assert kept(filter_logits(logits, 1.0, -1, 0.71)) == {1, 3, 4}
+    assert kept(filter_logits(logits, 1.0, -1, 0.4)) == {1}
+    np.testing.assert_allclose(filter_logits(logits, 2.0, -1, 1.0), logits / 2)
+
+
+def test_bigram_first_characters_follow_its_probabilities():
+    """Chi-square goodness of fit of 20,000 first characters at a fixed seed."""
+    model, variables = make("bigram")
+    logits_vv = jax.random.normal(jax.random.PRNGKey(6), (VOCAB.size, VOCAB.size))
+    variables = {"params": {"logits": logits_vv}}
+    first = sample(model, variables, seed=7, num_samples=20_000, prefix=())[0][:, 0]
+    observed = np.bincount(first, minlength=VOCAB.size)
+    expected = 20_000 * np.asarray(jax.nn.softmax(logits_vv[0]))
+    chi2 = ((observed - expected) ** 2 / expected).sum()
+    assert chi2 < 26.12  # the 0.999 quantile of chi-square with 8 degrees of freedom
 
 
 def test_report_sorts_samples_into_train_test_and_new():
@@ -61,3 +100,4 @@ def test_report_sorts_samples_into_train_test_and_new():
     assert "2 samples that are in train:\nabc\nabc" in text
     assert "1 samples that are in test:\ncab" in text
     assert "1 samples that are new:\nhag" in text
+    assert text.endswith("novelty: 25.0% of 4 samples are new")

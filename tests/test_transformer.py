@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 
 from mmjax.config import base_config
-from mmjax.input_pipeline import Vocab
 from mmjax.models import create_model
 from mmjax.models.transformer import Transformer
-from mmjax.train import create_train_state, loss_fn
 
 V, T = 27, 16
 
@@ -45,25 +43,8 @@ def test_initialisation_follows_pytorch_defaults(params):
     np.testing.assert_array_equal(params["ln_f"]["bias"], 0.0)
 
 
-def test_future_tokens_never_change_past_logits(params):
-    model = Transformer(V, T)
-    idx_bt = jax.random.randint(jax.random.PRNGKey(1), (2, T), 0, V)
-    logits_btv = model.apply({"params": params}, idx_bt)
-    assert logits_btv.shape == (2, T, V)
-    for t in (0, 5, T - 2):
-        changed_bt = idx_bt.at[:, t + 1:].set((idx_bt[:, t + 1:] + 1) % V)
-        changed_btv = model.apply({"params": params}, changed_bt)
-        np.testing.assert_allclose(changed_btv[:, :t + 1], logits_btv[:, :t + 1], atol=1e-6)
-        assert not np.allclose(changed_btv[:, t + 1:], logits_btv[:, t + 1:], atol=1e-3)
 
 
-def test_initial_loss_is_near_uniform():
-    vocab = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1)
-    state = create_train_state(base_config(), vocab)
-    idx = jax.random.randint(jax.random.PRNGKey(2), (64, T), 1, V)
-    x_bt, y_bt = idx.at[:, 0].set(0), idx
-    loss = float(loss_fn(state.params, state, x_bt, y_bt)[0])
-    assert abs(loss - math.log(V)) < 0.3
 
 
 def test_n_embd_must_divide_into_heads():

@@ -40,12 +40,16 @@ MODELS = {
 }
 
 
+def model_fields(model_type):
+    """The config fields that shape a model of this type (besides vocab_size and block_size)."""
+    return [f.name for f in dataclasses.fields(MODELS[model_type])
+            if f.name not in ("parent", "name", "vocab_size", "block_size")]
+
+
 def create_model(config, vocab_size, block_size):
     if config.type not in MODELS:
         raise UserError(f"unknown model type {config.type!r}: choose one of {', '.join(MODELS)}")
-    model_class = MODELS[config.type]
-    sizes = {f.name: config[f.name] for f in dataclasses.fields(model_class)
-             if f.name in config and f.name not in ("parent", "name")}
+    sizes = {name: config[name] for name in model_fields(config.type) if name in config}
     if "n_head" in sizes and sizes["n_embd"] % sizes["n_head"]:
         raise UserError(f"n_embd {sizes['n_embd']} is not divisible by n_head {sizes['n_head']}: change one of them")
-    return model_class(vocab_size=vocab_size, block_size=block_size, **sizes)
+    return MODELS[config.type](vocab_size=vocab_size, block_size=block_size, **sizes)

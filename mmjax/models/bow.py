@@ -1,1 +1,68 @@
-"""(being written)"""
+"""Bag-of-words language model, as makemore.py's."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mmjax.models.layers import Embedding, Linear
+
+
+class TanhMLP(nn.Module):
+    """c_proj(tanh(c_fc(x))), n_embd -> n_embd2 -> n_embd."""
+
+    n_embd: int
+    n_embd2: int
+
+    @nn.compact
+    def __call__(self, x_btc):
+        h_btf = jnp.tanh(Linear(self.n_embd2, self.n_embd, name="c_fc")(x_btc))
+        return Linear(self.n_embd, self.n_embd2, name="c_proj")(h_btf)
+
+
+class BoWBlock(nn.Module):
+    """x + the mean of x over the prefix (given), then x + an MLP of x."""
+
+    n_embd: int
+    n_embd2: int
+
+    @nn.compact
+    def __call__(self, x_btc, prefix_mean_btc):
+        x_btc = x_btc + prefix_mean_btc
+        return x_btc + TanhMLP(self.n_embd, self.n_embd2, name="mlp")(x_btc)
+
+
+class BoW(nn.Module):
+    """Causal bag of words (makemore's; after Mikolov et al. 2013's CBOW): each position adds the plain
+    average of its prefix's token + position embeddings, then a tanh MLP block, then `lm_head`.
+
+    Parameters, flax -> makemore (kernels transposed): `wte/embedding` = `wte.weight`, `wpe/embedding`
+    = `wpe.weight`, `context_block/mlp/c_fc|c_proj/kernel|bias` = `context_block.mlp.c_fc|c_proj.weight|bias`,
+    `lm_head/kernel|bias` = `lm_head.weight|bias`. (makemore's mask buffer `context_block.cbow.bias`
+    has no counterpart: a cumulative sum does the averaging.)
+    """
+
+    vocab_size: int
+    block_size: int
+    n_embd: int = 64
+    n_embd2: int = 64
+
+    def setup(self):
+        self.wte = Embedding(self.vocab_size, self.n_embd)
+        self.wpe = Embedding(self.block_size, self.n_embd)
+        self.context_block = BoWBlock(self.n_embd, self.n_embd2)
+        self.lm_head = Linear(self.vocab_size, self.n_embd)
+
+    def __call__(self, idx_bt):
+        T = idx_bt.shape[1]
+        x_btc = self.wte(idx_bt) + self.wpe(jnp.arange(T))
+        mean_btc = jnp.cumsum(x_btc, axis=1) / jnp.arange(1, T + 1)[:, None]
+        return self.lm_head(self.context_block(x_btc, mean_btc))
+
+    def decode_init(self, batch_size):
+        return {"sum_bc": jnp.zeros((batch_size, self.n_embd)), "t_b": jnp.zeros((batch_size,), jnp.int32)}
+
+    def decode_step(self, carry, token_b):
+        t_b = carry["t_b"]
+        x_bc = self.wte(token_b) + self.wpe(t_b)
+        sum_bc = carry["sum_bc"] + x_bc
+        logits_bv = self.lm_head(self.context_block(x_bc, sum_bc / (t_b + 1)[:, None]))
+        return logits_bv, {"sum_bc": sum_bc, "t_b": t_b + 1}

@@ -18,12 +18,21 @@ class CausalSelfAttention(nn.Module):
     n_head: int
 
     @nn.compact
-    def __call__(self, x_btc):
+    def __call__(self, x_btc, kv_cache=None, pos=None):
+        """Causal attention over x; or, when decoding position `pos` (x has T = 1), over the
+        key/value cache (k_bsnh, v_bsnh) of every position, which it returns updated."""
         B, T, C = x_btc.shape
         q_btc, k_btc, v_btc = jnp.split(Linear(3 * C, C, name="c_attn")(x_btc), 3, axis=-1)
-        heads = lambda t_btc: t_btc.reshape(B, T, self.n_head, C // self.n_head)
-        y_btnh = jax.nn.dot_product_attention(heads(q_btc), heads(k_btc), heads(v_btc), is_causal=True)
-        return Linear(C, C, name="c_proj")(y_btnh.reshape(B, T, C))
+        q_btnh, k_btnh, v_btnh = (t.reshape(B, T, self.n_head, C // self.n_head) for t in (q_btc, k_btc, v_btc))
+        if kv_cache is None:
+            y_btnh = jax.nn.dot_product_attention(q_btnh, k_btnh, v_btnh, is_causal=True)
+        else:
+            k_bsnh, v_bsnh = (jax.lax.dynamic_update_slice_in_dim(cache, new, pos, axis=1)
+                              for cache, new in zip(kv_cache, (k_btnh, v_btnh)))
+            seen_s = jnp.arange(k_bsnh.shape[1]) <= pos
+            y_btnh = jax.nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, mask=seen_s[None, None, None, :])
+            kv_cache = (k_bsnh, v_bsnh)
+        return Linear(C, C, name="c_proj")(y_btnh.reshape(B, T, C)), kv_cache
 
 
 class MLP(nn.Module):
@@ -43,9 +52,11 @@ class Block(nn.Module):
     n_head: int
 
     @nn.compact
-    def __call__(self, x_btc):
-        x_btc = x_btc + CausalSelfAttention(self.n_embd, self.n_head, name="attn")(LayerNorm("ln_1")(x_btc))
-        return x_btc + MLP(self.n_embd, name="mlp")(LayerNorm("ln_2")(x_btc))
+    def __call__(self, x_btc, kv_cache=None, pos=None):
+        y_btc, kv_cache = CausalSelfAttention(self.n_embd, self.n_head, name="attn")(
+            LayerNorm("ln_1")(x_btc), kv_cache, pos)
+        x_btc = x_btc + y_btc
+        return x_btc + MLP(self.n_embd, name="mlp")(LayerNorm("ln_2")(x_btc)), kv_cache
 
 
 class Transformer(nn.Module):
@@ -57,11 +68,30 @@ class Transformer(nn.Module):
     n_head: int = 4
     n_embd: int = 64
 
-    @nn.compact
+    def setup(self):
+        self.wte = Embedding(self.vocab_size, self.n_embd)
+        self.wpe = Embedding(self.block_size, self.n_embd)
+        self.h = [Block(self.n_embd, self.n_head) for _ in range(self.n_layer)]
+        self.ln_f = LayerNorm()
+        self.lm_head = Linear(self.vocab_size, self.n_embd, use_bias=False)
+
     def __call__(self, idx_bt):
-        T = idx_bt.shape[1]
-        x_btc = Embedding(self.vocab_size, self.n_embd, "wte")(idx_bt) + \
-            Embedding(self.block_size, self.n_embd, "wpe")(jnp.arange(T))
-        for i in range(self.n_layer):
-            x_btc = Block(self.n_embd, self.n_head, name=f"h_{i}")(x_btc)
-        return Linear(self.vocab_size, self.n_embd, use_bias=False, name="lm_head")(LayerNorm("ln_f")(x_btc))
+        x_btc = self.wte(idx_bt) + self.wpe(jnp.arange(idx_bt.shape[1]))
+        for block in self.h:
+            x_btc, _ = block(x_btc)
+        return self.lm_head(self.ln_f(x_btc))
+
+    def decode_init(self, batch_size):
+        """A key/value cache per layer, and the position the next token goes to."""
+        shape = (batch_size, self.block_size, self.n_head, self.n_embd // self.n_head)
+        return {"pos": jnp.zeros((), jnp.int32),
+                "kv": [(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(self.n_layer)]}
+
+    def decode_step(self, carry, token_b):
+        pos = carry["pos"]
+        x_b1c = self.wte(token_b[:, None]) + self.wpe(pos)
+        kv = []
+        for block, kv_cache in zip(self.h, carry["kv"]):
+            x_b1c, kv_cache = block(x_b1c, kv_cache, pos)
+            kv.append(kv_cache)
+        return self.lm_head(self.ln_f(x_b1c))[:, 0], {"pos": pos + 1, "kv": kv}

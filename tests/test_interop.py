@@ -1,0 +1,99 @@
+"""Weights move between makemore.py's model.pt and mmjax unchanged, through the API and the commands."""
+
+import json
+import pickle
+
+import pytest
+
+from conftest import ROOT
+from mmjax import cli, interop
+from mmjax.errors import UserError
+
+torch = pytest.importorskip("torch")
+from mmjax import torch_models  # noqa: E402
+
+V, T = 9, 8  # the vocabulary and block size of conftest's words
+
+
+@pytest.mark.parametrize("model_type", interop.MAKEMORE_TYPES)
+def test_model_pt_round_trips_with_identical_tensors(model_type, tmp_path):
+    torch.manual_seed(1)
+    original = torch_models.create(model_type, V, T).state_dict()
+    torch.save(original, tmp_path / "model.pt")
+    _, variables = interop.from_makemore(tmp_path / "model.pt", model_type, block_size=T)
+    interop.save_model_pt(tmp_path / "back.pt", model_type, variables)
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert set(back) == set(original)  # mask buffers recreated too
+    for name, tensor in original.items():
+        assert torch.equal(back[name], tensor), name
+    fresh = torch_models.create(model_type, V, T)
+    fresh.load_state_dict(back, strict=True)  # what makemore.py does with --resume / --sample-only
+
+
+def test_a_shape_that_does_not_fit_names_the_key_and_both_shapes():
+    state = torch_models.create("mlp", V, T).state_dict()
+    state["mlp.2.bias"] = torch.zeros(5)
+    with pytest.raises(UserError, match=r"mlp\.2\.bias has shape \(5,\) but this mlp needs \(9,\)"):
+        interop.from_makemore(state, "mlp")
+
+
+def test_a_missing_key_is_named():
+    state = torch_models.create("gru", V, T).state_dict()
+    del state["cell.xh_to_r.weight"]
+    with pytest.raises(UserError, match=r"missing \['cell\.xh_to_r\.weight'\]"):
+        interop.from_makemore(state, "gru", block_size=T)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_model_pt_is_never_unpickled_beyond_tensors(tmp_path, capsys):
+    torch.save({"logits": torch.zeros(V, V), "evil": Payload()}, tmp_path / "model.pt", pickle_module=pickle)
+    with pytest.raises(UserError, match="cannot read"):
+        interop.from_makemore(tmp_path / "model.pt", "bigram", block_size=T)
+    assert "unpickled!" not in capsys.readouterr().out
+
+
+def test_import_sample_resume_export_and_compare(words_file, tmp_path, capsys):
+    torch.manual_seed(2)
+    reference = torch_models.create("transformer", V, T, n_layer=1, n_head=2, n_embd=16)
+    torch.save(reference.state_dict(), tmp_path / "model.pt")
+    workdir = tmp_path / "run"
+    interop.main(["import", str(tmp_path / "model.pt"), "-i", str(words_file), "-o", str(workdir),
+                  "--type", "transformer", "--n-head", "2"])
+    config = json.loads((workdir / "config.json").read_text())
+    assert (config["n_layer"], config["n_head"], config["n_embd"]) == (1, 2, 16)
+    cli.sample_main(cli.sample_parser().parse_args(["-o", str(workdir), "-n", "5"]))
+    cli.train_main(cli.train_parser().parse_args(["-o", str(workdir), "--resume", "--max-steps", "20",
+                                                  "--eval-every", "10", "--log-every", "10", "--no-progress"]),
+                   configs_dir=ROOT / "configs")
+    interop.main(["export", "-o", str(workdir), str(tmp_path / "back.pt")])
+    back = torch.load(tmp_path / "back.pt", weights_only=True)
+    assert set(back) == set(reference.state_dict())
+    assert not torch.equal(back["lm_head.weight"], reference.state_dict()["lm_head.weight"])  # trained on
+    capsys.readouterr()
+    interop.main(["compare", str(tmp_path / "model.pt"), "-i", str(words_file), "--type", "transformer",
+                  "--n-head", "2"])
+    rows = {line.split()[0]: float(line.split()[-1]) for line in capsys.readouterr().out.splitlines()[1:]}
+    assert {"transformer.h.0.attn.c_attn", "transformer.ln_f", "logits", "loss"} <= set(rows)
+    assert max(rows.values()) < 1e-5
+
+
+def test_import_refuses_weights_of_another_vocabulary(words_file, tmp_path):
+    torch.save(torch_models.create("bigram", V + 1, T).state_dict(), tmp_path / "model.pt")
+    with pytest.raises(UserError, match="vocabulary of 10 tokens"):
+        interop.import_main(interop_args("import", tmp_path / "model.pt", words_file, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def interop_args(command, model_pt, words_file, workdir):
+    import argparse
+    return argparse.Namespace(command=command, model_pt=str(model_pt), input_file=str(words_file),
+                              work_dir=str(workdir), type="bigram", n_head=None, seed=3407, dedupe=False)
+
+
+def test_models_with_no_makemore_counterpart_are_refused():
+    with pytest.raises(UserError, match="no makemore counterpart"):
+        interop.to_makemore("wavenet", {"params": {}})

