@@ -24,6 +24,7 @@ CONFIG_FLAGS = [
     (("--seed",), int, "seed of the split, the initialisation and the batches"),
     (("--eval-every",), int, "steps between evaluations and checkpoints"),
     (("--log-every",), int, "steps per compiled dispatch; the loss is logged after each"),
+    (("--compute-dtype",), str, "float32, or bfloat16 for mixed precision on GPU/TPU"),
     (("--top-k",), int, "sample from the k most likely tokens only (-1: all)"),
     (("--top-p",), float, "sample from the smallest set of tokens whose mass reaches this"),
     (("--temperature",), float, "sampling temperature"),
@@ -77,9 +78,9 @@ def train_main(args, configs_dir):
     if args.resume or args.sample_only:
         config = resumed_config(workdir, args)
         dataset = workdir.load_dataset()
-        state = workdir.restore(train.create_train_state(config, dataset.vocab))
         if args.sample_only:
             return print_samples(workdir, config, dataset)
+        state = workdir.restore(train.create_train_state(config, dataset.vocab))
         workdir.drop_metrics_after(int(state.step))
     else:
         config = resolve_config(args, configs_dir)

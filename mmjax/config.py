@@ -30,6 +30,7 @@ def base_config():
     config.optimizer = "adamw"  # or "sgd" (the lectures'); b1, b2, eps are AdamW's
     config.lr_decay_steps = 0  # > 0: multiply the learning rate by lr_decay_factor from this step on
     config.lr_decay_factor = 0.1
+    config.compute_dtype = "float32"  # "bfloat16": mixed precision for GPU/TPU (parameters stay float32)
     # Bookkeeping.
     config.log_every = 100  # steps per compiled dispatch; loss logged at each
     config.eval_every = 500  # evaluate and checkpoint
@@ -61,5 +62,14 @@ def validate(config):
             raise UserError(f"{field} must be positive, got {config[field]}: pass a value above 0")
     if config.optimizer not in ("adamw", "sgd"):
         raise UserError(f"unknown optimizer {config.optimizer!r}: use adamw or sgd")
+    if config.compute_dtype not in ("float32", "bfloat16"):
+        raise UserError(f"unknown compute dtype {config.compute_dtype!r}: use float32 or bfloat16")
     if config.weight_decay < 0:
         raise UserError(f"weight_decay must not be negative, got {config.weight_decay}")
+
+
+def lecture_sgd(config, max_steps):
+    """The lectures' optimisation: SGD at 0.1, then 0.01 for the last quarter of the steps, batch 32."""
+    config.update(optimizer="sgd", learning_rate=0.1, weight_decay=0.0, lr_decay_steps=max_steps * 3 // 4,
+                  lr_decay_factor=0.1, max_steps=max_steps)
+    return config

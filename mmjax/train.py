@@ -3,18 +3,25 @@
 import functools
 import math
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mmjax import input_pipeline
+from mmjax.errors import UserError
 from mmjax.models import create_model
 
 
 class TrainState(train_state.TrainState):
     rng: jax.Array  # the batch-sampling key, split once per step
     batch_stats: dict  # running BatchNorm statistics; {} for models without BatchNorm
+    # "bfloat16": mixed precision, the forward and backward passes in bfloat16 while parameters,
+    # gradients and optimiser state stay float32 (for GPU/TPU; slower on CPU)
+    compute_dtype: str = flax.struct.field(pytree_node=False, default="float32")
 
 
 def make_optimizer(config):
@@ -32,7 +39,8 @@ def create_train_state(config, vocab):
     init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = model.init(init_key, jnp.zeros((1, vocab.block_size), jnp.int32))
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config),
-                             rng=data_key, batch_stats=variables.get("batch_stats", {}))
+                             rng=data_key, batch_stats=variables.get("batch_stats", {}),
+                             compute_dtype=config.compute_dtype)
 
 
 def cross_entropy(logits_btv, y_bt):
@@ -44,11 +52,12 @@ def cross_entropy(logits_btv, y_bt):
 
 def forward(state, params, x_bt, train=False):
     """Logits, and the BatchNorm statistics: updated from the batch when training a BatchNorm model."""
-    variables = {"params": params, "batch_stats": state.batch_stats}
+    cast = lambda tree, dtype: jax.tree.map(lambda a: a.astype(dtype), tree)
+    variables = {"params": cast(params, state.compute_dtype), "batch_stats": state.batch_stats}
     if train and state.batch_stats:
         logits_btv, updates = state.apply_fn(variables, x_bt, train=True, mutable=["batch_stats"])
-        return logits_btv, updates["batch_stats"]
-    return state.apply_fn(variables, x_bt), state.batch_stats
+        return logits_btv.astype(jnp.float32), cast(updates["batch_stats"], jnp.float32)
+    return state.apply_fn(variables, x_bt).astype(jnp.float32), state.batch_stats
 
 
 def loss_fn(params, state, x_bt, y_bt, train=False):
@@ -58,19 +67,40 @@ def loss_fn(params, state, x_bt, y_bt, train=False):
     return nll_sum / count, batch_stats
 
 
-def train_step(state, x_nt, y_nt, batch_size):
-    """One optimiser step on a batch drawn with replacement from the device-resident training set."""
+def data_parallel(batch_size):
+    """Shardings over every local device: (replicated, batch split on the 'data' axis)."""
+    devices = jax.device_count()
+    if batch_size % devices:
+        raise UserError(f"batch size {batch_size} does not divide over {devices} devices: "
+                        f"pass a multiple of {devices}")
+    mesh = jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+
+def to_devices(state, arrays, batch_size):
+    """The state and arrays replicated on every local device, and the sharding for batches."""
+    replicated, batch_sharding = data_parallel(batch_size)
+    return jax.device_put(state, replicated), jax.device_put(arrays, replicated), batch_sharding
+
+
+def train_step(state, x_nt, y_nt, batch_size, batch_sharding=None):
+    """One optimiser step on a batch drawn with replacement from the device-resident training set;
+    with `batch_sharding`, each device computes its slice of the batch (data parallelism)."""
     rng, batch_key = jax.random.split(state.rng)
     idx_b = jax.random.randint(batch_key, (batch_size,), 0, x_nt.shape[0])
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state, x_nt[idx_b], y_nt[idx_b], train=True)
+    x_bt, y_bt = x_nt[idx_b], y_nt[idx_b]
+    if batch_sharding is not None:
+        x_bt, y_bt = jax.lax.with_sharding_constraint((x_bt, y_bt), batch_sharding)
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state, x_bt, y_bt, train=True)
     return state.apply_gradients(grads=grads).replace(rng=rng, batch_stats=batch_stats), loss
 
 
-@functools.partial(jax.jit, static_argnames=("num_steps", "batch_size"), donate_argnames=("state",))
-def train_steps(state, x_nt, y_nt, *, num_steps, batch_size):
+@functools.partial(jax.jit, static_argnames=("num_steps", "batch_size", "batch_sharding"),
+                   donate_argnames=("state",))
+def train_steps(state, x_nt, y_nt, *, num_steps, batch_size, batch_sharding=None):
     """`num_steps` train steps in one dispatch; returns the new state and each step's loss."""
-    return jax.lax.scan(lambda s, _: train_step(s, x_nt, y_nt, batch_size), state, length=num_steps)
+    return jax.lax.scan(lambda s, _: train_step(s, x_nt, y_nt, batch_size, batch_sharding), state,
+                        length=num_steps)
 
 
 @jax.jit
@@ -101,7 +131,7 @@ def train_and_evaluate(config, workdir, state, dataset, progress=True):
     from tqdm import tqdm
 
     vocab, train_words, test_words = dataset.vocab, dataset.train_words, dataset.test_words
-    x_nt, y_nt = map(jnp.asarray, vocab.encode_words(train_words))
+    state, (x_nt, y_nt), batch_sharding = to_devices(state, vocab.encode_words(train_words), config.batch_size)
     eval_sets = {"train_loss": vocab.encode_words(train_words[:config.eval_train_size])}
     if test_words:
         eval_sets["test_loss"] = vocab.encode_words(test_words)
@@ -118,7 +148,8 @@ def train_and_evaluate(config, workdir, state, dataset, progress=True):
                 loss = evaluate(state, x_nt, y_nt, config.eval_batch_size)
             else:
                 num_steps = next_stop(step, config) - step
-                state, losses = train_steps(state, x_nt, y_nt, num_steps=num_steps, batch_size=config.batch_size)
+                state, losses = train_steps(state, x_nt, y_nt, num_steps=num_steps, batch_size=config.batch_size,
+                                            batch_sharding=batch_sharding)
                 loss = float(losses[-1])
             step += num_steps
             bar.update(num_steps)

@@ -80,3 +80,22 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, words_file):
     assert metrics[0] == metrics[1]
     steps = [json.loads(line)["step"] for line in metrics[0].splitlines()]
     assert steps == [50, 100, 100, 150, 200, 200, 250, 300, 300]
+
+
+def test_a_run_compiles_its_train_and_eval_steps_once(tmp_path, words_file):
+    before = train.train_steps._cache_size(), train.eval_step._cache_size()
+    # n_embd 24: a shape no other test compiles; 6 dispatches and 3 evaluations of two sets
+    run_train("-i", words_file, "-o", tmp_path / "run", *SMALL, "--n-embd", 24, "--max-steps", 300,
+              "--log-every", 50, "--eval-every", 100)
+    assert (train.train_steps._cache_size(), train.eval_step._cache_size()) == (before[0] + 1, before[1] + 1)
+
+
+def test_mixed_precision_keeps_float32_parameters_and_a_close_loss(words_file):
+    dataset = Dataset.from_words(read_words(words_file), seed=0)
+    x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words[:64]))
+    states = {dtype: train.create_train_state(small_config(compute_dtype=dtype), dataset.vocab)
+              for dtype in ("float32", "bfloat16")}
+    losses = {dtype: float(train.loss_fn(s.params, s, x_nt, y_nt)[0]) for dtype, s in states.items()}
+    assert losses["bfloat16"] != losses["float32"] and abs(losses["bfloat16"] - losses["float32"]) < 0.02
+    state, _ = train.train_steps(states["bfloat16"], x_nt, y_nt, num_steps=3, batch_size=8)
+    assert {str(leaf.dtype) for leaf in jax.tree.leaves((state.params, state.opt_state))} == {"float32", "int32"}

@@ -1,0 +1,127 @@
+"""Training speed: median ms/step of mmjax and of PyTorch (mmjax/torch_models.py with
+torch.optim.AdamW, eager, and torch.compile for the transformer) at makemore's defaults, batch 32,
+on names.txt, in the same run, alternating rounds so both sides see the same machine.
+
+    python scripts/bench_train.py [--types transformer,gru] [--rounds 5] [--quick] [--json out.json]
+
+mmjax runs its compiled `train_steps` (K steps per dispatch, state donated); PyTorch runs makemore's
+loop (sample a batch, forward, backward, step). `--quick` is a smoke run for CI (tiny step counts).
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from mmjax import input_pipeline, train  # noqa: E402
+from mmjax.config import load_config  # noqa: E402
+
+TYPES = ("bigram", "mlp", "rnn", "gru", "bow", "transformer")
+
+
+def mmjax_timer(model_type, dataset, steps):
+    config = load_config(ROOT / "configs" / f"{model_type}.py")
+    state, (x_nt, y_nt), batch_sharding = train.to_devices(
+        train.create_train_state(config, dataset.vocab), dataset.vocab.encode_words(dataset.train_words),
+        config.batch_size)
+
+    def run():
+        nonlocal state
+        start = time.perf_counter()
+        state, losses = train.train_steps(state, x_nt, y_nt, num_steps=steps, batch_size=config.batch_size,
+                                          batch_sharding=batch_sharding)
+        losses.block_until_ready()
+        return (time.perf_counter() - start) * 1000 / steps
+
+    run()  # compile
+    return run
+
+
+def torch_timer(model_type, dataset, steps, compile_model=False):
+    import torch
+
+    from mmjax import torch_models
+
+    torch.manual_seed(0)
+    model = torch_models.create(model_type, dataset.vocab.size, dataset.vocab.block_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
+    x_nt, y_nt = (torch.from_numpy(a).long() for a in dataset.vocab.encode_words(dataset.train_words))
+
+    def step(x_bt, y_bt):
+        _, loss = model(x_bt, y_bt)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    if compile_model:
+        step = torch.compile(step)
+
+    def run():
+        start = time.perf_counter()
+        for _ in range(steps):
+            ix = torch.randint(len(x_nt), (32,))
+            step(x_nt[ix], y_nt[ix])
+        return (time.perf_counter() - start) * 1000 / steps
+
+    run()  # warm up (and compile)
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-i", "--input-file", default=str(ROOT.parent / "shared" / "data" / "names.txt"))
+    parser.add_argument("--types", default=",".join(TYPES))
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds; medians are reported")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one round")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+    path = pathlib.Path(args.input_file)
+    if not path.exists():
+        print(f"error: {path} does not exist: pass -i with makemore's names.txt", file=sys.stderr)
+        sys.exit(2)
+    dataset = input_pipeline.Dataset.from_words(input_pipeline.read_words(path), seed=3407)
+    steps, rounds = (10, 1) if args.quick else (200, args.rounds)
+    try:
+        import torch
+        torch.set_num_threads(2)
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("torch is not installed: mmjax alone (pip install torch==2.13.0 for the comparison)")
+    rows = []
+    for model_type in args.types.split(","):
+        timers = {"mmjax": mmjax_timer(model_type, dataset, steps)}
+        if have_torch:
+            timers["torch"] = torch_timer(model_type, dataset, steps)
+            if model_type == "transformer" and not args.no_compile:
+                timers["torch_compile"] = torch_timer(model_type, dataset, steps, compile_model=True)
+        times = {name: [] for name in timers}
+        for _ in range(rounds):
+            for name, run in timers.items():
+                times[name].append(run())
+        row = {"type": model_type, "device": str(jax.devices()[0]), "devices": jax.device_count(),
+               **{f"{name}_ms": statistics.median(t) for name, t in times.items()}}
+        for name in timers:
+            if name != "mmjax":
+                row[f"ratio_vs_{name}"] = row["mmjax_ms"] / row[f"{name}_ms"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| model | mmjax ms/step | PyTorch eager | ratio | torch.compile | ratio |\n|---|---|---|---|---|---|")
+    fmt = lambda row, key: f"{row[key]:.2f}" if key in row else "–"
+    for r in rows:
+        print(f"| {r['type']} | {r['mmjax_ms']:.3f} | {fmt(r, 'torch_ms')} | {fmt(r, 'ratio_vs_torch')} | "
+              f"{fmt(r, 'torch_compile_ms')} | {fmt(r, 'ratio_vs_torch_compile')} |")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
