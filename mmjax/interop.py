@@ -114,7 +114,7 @@ def from_makemore(state_dict, model_type, **model_config):
     config.update({"type": model_type, **({"cell": model_type} if model_type in ("rnn", "gru", "lstm") else {}),
                    **{k: v for k, v in sizes.items() if k not in ("vocab_size", "block_size")}})
     model = create_model(config, sizes["vocab_size"], sizes["block_size"])
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, sizes["block_size"]), jnp.int32))["params"]
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, sizes["block_size"]), jnp.int32))["params"]
     expected = {makemore_name(model_type, path) for path, _ in named_leaves(params)}
     if expected != set(tensors):
         raise UserError(f"the weights are not a makemore {model_type}: missing {sorted(expected - set(tensors))}, "
