@@ -132,9 +132,10 @@ def train_and_evaluate(config, workdir, state, dataset, progress=True):
 
     vocab, train_words, test_words = dataset.vocab, dataset.train_words, dataset.test_words
     state, (x_nt, y_nt), batch_sharding = to_devices(state, vocab.encode_words(train_words), config.batch_size)
-    eval_sets = {"train_loss": vocab.encode_words(train_words[:config.eval_train_size])}
+    # on the device once, not copied there again at every evaluation
+    eval_sets = {"train_loss": jax.device_put(vocab.encode_words(train_words[:config.eval_train_size]))}
     if test_words:
-        eval_sets["test_loss"] = vocab.encode_words(test_words)
+        eval_sets["test_loss"] = jax.device_put(vocab.encode_words(test_words))
     score_name = "test_loss" if test_words else "train_loss"
     model = create_model(config, vocab.size, vocab.block_size)
     max_steps = 1 if hasattr(model, "fit") else config.max_steps  # a closed-form fit is one step
