@@ -4,9 +4,11 @@ import argparse
 import pathlib
 import sys
 
+import jax
+
 from mmjax import config as config_lib
 from mmjax import input_pipeline, sampling, train
-from mmjax.errors import UserError
+from mmjax.errors import NonFiniteLossError, UserError
 from mmjax.models import create_model, model_fields
 from mmjax.workdir import WorkDir
 
@@ -17,6 +19,7 @@ CONFIG_FLAGS = [
     (("--batch-size", "-b"), int, "batch size"),
     (("--learning-rate", "-l"), float, "AdamW learning rate"),
     (("--weight-decay", "-w"), float, "AdamW weight decay"),
+    (("--grad-clip",), float, "scale gradients down to at most this global norm (0: off)"),
     (("--n-layer",), int, "number of layers"),
     (("--n-head",), int, "number of attention heads"),
     (("--n-embd",), int, "embedding channels"),
@@ -32,23 +35,42 @@ CONFIG_FLAGS = [
 ]
 
 
+LONG_WORD = 64  # longer words make every step slower (block size follows the longest): warn
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported as every other bad input: one line, exit status 2."""
+
+    def error(self, message):
+        raise UserError(f"{message}: see {self.prog} -h")
+
+
+def warn(message):
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def train_parser():
-    parser = argparse.ArgumentParser(description="Train a character-level model on a file of words.")
+    parser = Parser(description="Train a character-level model on a file of words.")
     parser.add_argument("--input-file", "-i", help="one item per line (default: US baby names, see README)")
     parser.add_argument("--work-dir", "-o", default="out", help="where config, checkpoints and logs go")
     parser.add_argument("--config", help="a configs/*.py file (default: configs/TYPE.py)")
     parser.add_argument("--resume", action="store_true", help="continue the run in the work dir")
     parser.add_argument("--sample-only", action="store_true", help="only sample from the work dir's model")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the input file")
+    parser.add_argument("--max-word-length", type=int, help="refuse input lines longer than this (default: no limit)")
     parser.add_argument("--dedupe", action="store_true", default=None, help="drop repeated lines before the split")
+    parser.add_argument("--manual-grad", action="store_true", default=None,
+                        help="mlp_bn: gradients by lecture 4's manual backward pass (mmjax/backprop.py)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one of several processes (hosts): jax.distributed.initialize() first; see README")
     for flags, kind, text in CONFIG_FLAGS:
         parser.add_argument(*flags, type=kind, default=None, help=text)
     return parser
 
 
 def overrides(args):
-    fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe"]
+    fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe", "manual_grad"]
     return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
 
 
@@ -74,29 +96,47 @@ def resumed_config(workdir, args):
 
 
 def train_main(args, configs_dir):
-    workdir = WorkDir(args.work_dir)
+    if args.distributed:  # before anything touches the devices; finds the others on TPU pods, SLURM, ...
+        try:
+            jax.distributed.initialize()
+        except ValueError as e:
+            raise UserError(f"--distributed found no cluster to join ({str(e).rstrip('.')}): run train.py once "
+                            "per host on a TPU pod or under SLURM or Open MPI, or drop --distributed") from None
+    workdir = WorkDir(args.work_dir, read_only=args.sample_only)
     if args.resume or args.sample_only:
+        if args.input_file:
+            raise UserError("--resume and --sample-only use the work dir's own words: drop -i, or pass another -o")
         config = resumed_config(workdir, args)
         dataset = workdir.load_dataset()
         if args.sample_only:
             return print_samples(workdir, config, dataset)
+        workdir.check_writable()
         state = workdir.restore(train.create_train_state(config, dataset.vocab))
         workdir.drop_metrics_after(int(state.step))
     else:
         config = resolve_config(args, configs_dir)
         path = args.input_file or input_pipeline.default_words_path()
-        words = input_pipeline.read_words(path, args.encoding, config.dedupe)
+        if args.max_word_length is not None and args.max_word_length < 1:
+            raise UserError(f"--max-word-length must be positive, got {args.max_word_length}: pass 1 or more")
+        words = input_pipeline.read_words(path, args.encoding, config.dedupe, args.max_word_length)
         dataset = input_pipeline.Dataset.from_words(words, config.seed)
         state = train.create_train_state(config, dataset.vocab)
         workdir.create(config, dataset)
-        print(f"{len(words)} words from {path}: {len(dataset.train_words)} train, {len(dataset.test_words)} test, "
-              f"vocabulary {''.join(dataset.vocab.chars)!r} ({dataset.vocab.size} tokens), "
-              f"block size {dataset.vocab.block_size}")
+        if jax.process_index() == 0:
+            print(f"{len(words)} words from {path}: {len(dataset.train_words)} train, {len(dataset.test_words)} test, "
+                  f"vocabulary {''.join(dataset.vocab.chars)!r} ({dataset.vocab.size} tokens), "
+                  f"block size {dataset.vocab.block_size}")
+            if not dataset.test_words:
+                warn(f"no test set (it takes at least 10 words, the input has {len(words)}): training on all of "
+                     "them; the best checkpoint is the one with the lowest training loss")
+            if args.max_word_length is None and dataset.vocab.max_word_length > LONG_WORD:
+                warn(f"the longest word has {dataset.vocab.max_word_length} characters and every step computes "
+                     f"that many positions: pass --max-word-length to refuse lines over {LONG_WORD}")
     train.train_and_evaluate(config, workdir, state, dataset, progress=not args.no_progress)
 
 
 def sample_parser():
-    parser = argparse.ArgumentParser(description="Sample words from the best checkpoint of a work dir.")
+    parser = Parser(description="Sample words from the best checkpoint of a work dir.")
     parser.add_argument("--work-dir", "-o", default="out", help="a work dir written by train.py")
     parser.add_argument("--num-samples", "-n", type=int, default=None, help="number of samples (default 50)")
     parser.add_argument("--seed", type=int, default=None, help="same seed, same samples (default: the run's)")
@@ -111,7 +151,7 @@ def sample_parser():
 
 
 def sample_main(args):
-    workdir = WorkDir(args.work_dir)
+    workdir = WorkDir(args.work_dir, read_only=True)
     config = workdir.load_config()
     config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
     if config.temperature < 0 or config.num_samples <= 0 or args.sample_batch_size <= 0 or not 0 < config.top_p <= 1:
@@ -119,13 +159,22 @@ def sample_main(args):
     dataset = workdir.load_dataset()
     if len(args.prefix) >= dataset.vocab.block_size:
         raise UserError(f"--prefix is longer than the longest word ({dataset.vocab.max_word_length}): shorten it")
+    unknown = "".join(sorted(set(args.prefix) - set(dataset.vocab.chars)))
+    if unknown:
+        raise UserError(f"--prefix has characters {unknown!r} that are not in the vocabulary: "
+                        f"use only {''.join(dataset.vocab.chars)!r}")
     words = print_samples(workdir, config, dataset, prefix=args.prefix, batch_size=args.sample_batch_size)
     if args.out:
-        pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
+        try:
+            pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write --out {args.out} ({e.strerror}): pass a writable path") from None
 
 
 def print_samples(workdir, config, dataset, **options):
     state = workdir.restore(train.create_train_state(config, dataset.vocab), which="best")
+    if jax.process_index() != 0:  # process 0 samples for all
+        return []
     model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
     words = sampling.sample_words(model, {"params": state.params, "batch_stats": state.batch_stats}, dataset.vocab,
                                   config.seed, config.num_samples, temperature=config.temperature,
@@ -135,9 +184,9 @@ def print_samples(workdir, config, dataset, **options):
 
 
 def run(main, parser, argv=None):
-    """Runs main(parsed flags); a UserError is one line on stderr and exit status 2."""
+    """Runs main(parsed flags); a UserError (exit status 2) or a non-finite loss (3) is one line on stderr."""
     try:
         main(parser.parse_args(argv))
-    except UserError as e:
+    except (UserError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(e.exit_status)

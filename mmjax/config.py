@@ -30,7 +30,9 @@ def base_config():
     config.optimizer = "adamw"  # or "sgd" (the lectures'); b1, b2, eps are AdamW's
     config.lr_decay_steps = 0  # > 0: multiply the learning rate by lr_decay_factor from this step on
     config.lr_decay_factor = 0.1
+    config.grad_clip = 0.0  # > 0: scale each step's gradients down to at most this global norm (0: off)
     config.compute_dtype = "float32"  # "bfloat16": mixed precision for GPU/TPU (parameters stay float32)
+    config.manual_grad = False  # mlp_bn: train with lecture 4's manual backward pass (mmjax/backprop.py)
     # Bookkeeping.
     config.log_every = 100  # steps per compiled dispatch; loss logged at each
     config.eval_every = 500  # evaluate and checkpoint
@@ -64,8 +66,12 @@ def validate(config):
         raise UserError(f"unknown optimizer {config.optimizer!r}: use adamw or sgd")
     if config.compute_dtype not in ("float32", "bfloat16"):
         raise UserError(f"unknown compute dtype {config.compute_dtype!r}: use float32 or bfloat16")
-    if config.weight_decay < 0:
-        raise UserError(f"weight_decay must not be negative, got {config.weight_decay}")
+    if config.manual_grad and (config.type != "mlp_bn" or config.compute_dtype != "float32"):
+        raise UserError(f"--manual-grad is written for mlp_bn in float32, not {config.type} in {config.compute_dtype}: "
+                        "drop the flag or pass --type mlp_bn")
+    for field in ("weight_decay", "grad_clip"):
+        if config[field] < 0:
+            raise UserError(f"{field} must not be negative, got {config[field]}: pass 0 or more")
 
 
 def lecture_sgd(config, max_steps):

@@ -13,8 +13,9 @@ STOP = 0  # token 0 starts and ends every word; real characters are 1..len(chars
 IGNORE = -1  # target value that the loss skips
 
 
-def read_words(path, encoding="utf-8", dedupe=False):
-    """One item per line: strip each, drop empty lines, optionally drop repeats (keeping the first)."""
+def read_words(path, encoding="utf-8", dedupe=False, max_word_length=None):
+    """One item per line: strip each, drop empty lines, optionally drop repeats (keeping the first).
+    A line longer than `max_word_length` characters is an error (None: no limit)."""
     path = pathlib.Path(path)
     try:
         text = path.read_text(encoding=encoding)
@@ -24,8 +25,21 @@ def read_words(path, encoding="utf-8", dedupe=False):
         raise UserError(f"input {path} is a directory: pass -i with a text file, one item per line") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not valid {encoding} (byte {e.start}): pass --encoding, e.g. --encoding latin-1") from None
-    words = [line.strip() for line in text.splitlines()]
-    words = [w for w in words if w]
+    except LookupError:
+        raise UserError(f"unknown encoding {encoding!r}: pass --encoding with a Python codec name, e.g. utf-8 or latin-1") from None
+    except OSError as e:
+        raise UserError(f"cannot read input file {path} ({e.strerror}): check the -i path and its permissions") from None
+    lines = [line.strip() for line in text.splitlines()]
+    if max_word_length is not None:
+        too_long = [n for n, line in enumerate(lines, 1) if len(line) > max_word_length]
+        if too_long:
+            raise UserError(f"{path} has {len(too_long)} lines longer than --max-word-length {max_word_length} "
+                            f"(the first, line {too_long[0]}, has {len(lines[too_long[0] - 1])} characters): "
+                            "shorten or drop them, or raise the limit")
+    words = [w for w in lines if w]
+    if not words:
+        raise UserError(f"input file {path} {'is empty' if not text else 'has only blank lines'}: "
+                        "give a file with one item per line")
     return list(dict.fromkeys(words)) if dedupe else words
 
 
@@ -133,6 +147,4 @@ class Dataset:
     @classmethod
     def from_words(cls, words, seed):
         """Vocabulary from all words; makemore's split. Fewer than 10 words leave the test set empty."""
-        if not words:
-            raise UserError("the input has no words (every line is empty): give a file with one item per line")
         return cls(Vocab.from_words(words), *split_words(words, seed))

@@ -200,7 +200,8 @@ def compare_main(args):
         logits_ref, loss_ref = reference(torch.from_numpy(x_nt).long(), torch.from_numpy(y_nt).long())
     logits, captured = model.apply(variables, jnp.asarray(x_nt), capture_intermediates=True, mutable=["intermediates"])
     rows = []
-    for path, (out, *_) in flax.traverse_util.flatten_dict(captured["intermediates"]).items():
+    # a module's last captured output is its outermost call's (RowsDense records its inner Dense call first)
+    for path, (*_, out) in flax.traverse_util.flatten_dict(captured["intermediates"]).items():
         name = ".".join(makemore_module(args.type, path[:-1]))  # path ends with "__call__"
         ours, theirs = out[0] if isinstance(out, tuple) else out, outputs.get(name)
         if isinstance(theirs, torch.Tensor) and tuple(theirs.shape) == tuple(ours.shape):

@@ -51,17 +51,6 @@ def test_read_words_strips_drops_blank_lines_and_dedupes(tmp_path):
     assert read_words(path, dedupe=True) == ["emma", "olivia"]
 
 
-def test_no_words_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="no words"):
-        Dataset.from_words(read_words(_write(tmp_path, "\n \n")), seed=0)
-
-
-def _write(tmp_path, text):
-    path = tmp_path / "in.txt"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def test_default_dataset_is_newest_baby_names_by_popularity(tmp_path):
     path = input_pipeline.default_words_path(cache_dir=tmp_path)
     assert path.name == "babynames-2017.txt"

@@ -24,13 +24,15 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x_btc.shape
         q_btc, k_btc, v_btc = jnp.split(Linear(3 * C, C, name="c_attn")(x_btc), 3, axis=-1)
         q_btnh, k_btnh, v_btnh = (t.reshape(B, T, self.n_head, C // self.n_head) for t in (q_btc, k_btc, v_btc))
+        # flax's attention rather than jax.nn's, whose grouped-query vmap makes the backward pass
+        # of ordinary multi-head attention reduce over a unit axis (a step 5% slower on CPU)
         if kv_cache is None:
-            y_btnh = jax.nn.dot_product_attention(q_btnh, k_btnh, v_btnh, is_causal=True)
+            y_btnh = nn.dot_product_attention(q_btnh, k_btnh, v_btnh, mask=nn.make_causal_mask(jnp.ones((B, T))))
         else:
             k_bsnh, v_bsnh = (jax.lax.dynamic_update_slice_in_dim(cache, new, pos, axis=1)
                               for cache, new in zip(kv_cache, (k_btnh, v_btnh)))
             seen_s = jnp.arange(k_bsnh.shape[1]) <= pos
-            y_btnh = jax.nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, mask=seen_s[None, None, None, :])
+            y_btnh = nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, mask=seen_s[None, None, None, :])
             kv_cache = (k_bsnh, v_bsnh)
         return Linear(C, C, name="c_proj")(y_btnh.reshape(B, T, C)), kv_cache
 

@@ -1,0 +1,117 @@
+"""Lecture 4's manual backward pass (mmjax/backprop.py) against jax.grad."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_words
+from mmjax import backprop, cli
+from mmjax.config import base_config, validate
+from mmjax.errors import UserError
+from mmjax.input_pipeline import Vocab
+from mmjax.models.mlp_bn import MLPBatchNorm
+from mmjax.train import create_train_state, loss_fn
+from test_zoo_lecture import lecture_config, names_batch
+
+V, T = 27, 12
+
+
+def lecture_batch(seed=0):
+    """A random batch of names and the lecture's parameters, off their initial values."""
+    x_bt, y_bt = names_batch(seed, batch_size=32)
+    p = backprop.lecture_params(backprop.random_params(MLPBatchNorm(V, T), x_bt, seed))
+    return p, backprop.rows(x_bt, y_bt, context=3)
+
+
+def assert_manual_equals_autodiff(p, x_n3, y_n, mask_n, correction, atol):
+    atomic, fused, auto = backprop.gradients(p, x_n3, y_n, mask_n, correction)
+    # every intermediate tensor and every parameter
+    assert set(atomic) == set(auto) == set(backprop.TABLE) and set(backprop.PARAMS) < set(fused) < set(atomic)
+    for d in (atomic, fused):
+        for name, manual in d.items():
+            assert manual.dtype == p["C"].dtype, name
+            np.testing.assert_allclose(manual, auto[name], rtol=0, atol=atol, err_msg=name)
+            assert np.abs(auto[name]).max() > 10 * atol or name == "logit_maxes", name  # not vacuous
+
+
+@pytest.mark.parametrize("correction", [0, 1])
+def test_manual_gradients_equal_jax_grad_float32(correction):
+    p, rows = lecture_batch()
+    assert_manual_equals_autodiff(p, *rows, correction, atol=1e-6)
+
+
+def test_manual_gradients_equal_jax_grad_float64():
+    with jax.enable_x64(True):
+        p, (x_n3, y_n, mask_n) = lecture_batch()
+        p64 = jax.tree.map(lambda a: a.astype(jnp.float64), p)
+        for correction in (0, 1):
+            assert_manual_equals_autodiff(p64, x_n3, y_n, mask_n.astype(jnp.float64), correction, atol=1e-12)
+    assert jnp.zeros(1).dtype == jnp.float32  # x64 did not leak
+
+
+def test_the_bessel_correction_changes_the_gradients():
+    p, rows = lecture_batch()
+    biased, bessel = (backprop.gradients(p, *rows, correction)[2]["W1"] for correction in (0, 1))
+    assert np.abs(biased - bessel).max() > 1e-5  # about 1/n of the gradient; float32 noise is 1e-9
+
+
+def test_manual_value_and_grad_is_the_models_own():
+    """Correction 0 is the flax model's forward: same loss, gradients and running statistics as
+    jax.value_and_grad of train.loss_fn, padding positions and all."""
+    state = create_train_state(lecture_config("mlp_bn"), Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1))
+    x_bt, y_bt = names_batch(1, batch_size=32)
+    state = state.replace(params=backprop.random_params(MLPBatchNorm(V, T), x_bt, 1))
+    (loss, stats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=4)(
+        state.params, state, x_bt, y_bt, True)
+    (manual_loss, manual_stats), manual_grads = jax.jit(backprop.value_and_grad)(state.params, state, x_bt, y_bt)
+    assert abs(float(loss - manual_loss)) < 1e-6 and float(loss) > 1
+    assert jax.tree.structure(manual_grads) == jax.tree.structure(grads)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    jax.tree.map(close, manual_grads, grads)
+    jax.tree.map(close, manual_stats, stats)
+
+
+def test_the_table_prints_every_tensor(words_file, capsys):
+    cli.run(backprop.main, backprop.parser(), ["-i", str(words_file), "-b", "8"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("8 names,") and len(lines) == 1 + 25 + 2
+    assert [line.split()[0] for line in lines[1:]] == [*backprop.TABLE, "logits", "hprebn"]
+    assert all("approximate: True " in line and float(line.split("maxdiff: ")[1]) < 1e-6 for line in lines[1:])
+
+
+def test_manual_grad_is_for_mlp_bn_only():
+    config = base_config()
+    config.manual_grad = True
+    with pytest.raises(UserError, match="mlp_bn"):
+        validate(config)
+
+
+def train_losses(tmp_path, name, *flags):
+    out = tmp_path / name
+    cli.train_main(cli.train_parser().parse_args(["-o", str(out), "--type", "mlp_bn", "--no-progress", *flags]),
+                   configs_dir=ROOT / "configs")
+    return [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "test_loss" in m]
+
+
+def assert_manual_training_matches(tmp_path, learned_below, *flags):
+    auto, manual = train_losses(tmp_path, "auto", *flags), train_losses(tmp_path, "manual", *flags, "--manual-grad")
+    assert [m["step"] for m in manual] == [m["step"] for m in auto]
+    assert auto[-1]["train_loss"] < learned_below
+    for a, m in zip(auto, manual):
+        assert abs(a["test_loss"] - m["test_loss"]) < 0.01, (a, m)
+
+
+def test_manual_grad_training_reaches_the_autodiff_loss(tmp_path):
+    # words of 8 letters: uniform guessing is ln 9
+    assert_manual_training_matches(tmp_path, math.log(9) - 0.3, "-i", str(write_words(tmp_path / "words.txt")),
+                                   "--max-steps", "1000", "--eval-every", "500", "--log-every", "500")
+
+
+@pytest.mark.slow
+def test_manual_grad_training_reaches_the_autodiff_loss_on_names(tmp_path, names_file):
+    assert_manual_training_matches(tmp_path, 2.15, "-i", str(names_file), "--max-steps", "20000",
+                                   "--eval-every", "5000", "--log-every", "1000")
