@@ -30,6 +30,15 @@ TYPES = ("bigram", "mlp", "rnn", "gru", "bow", "transformer")
 GOALS = {"bigram": 1 / 4, "mlp": 1 / 4, "rnn": 1 / 4, "gru": 1 / 5, "bow": 1 / 4, "transformer": 1 / 3}
 
 
+def names_dataset(input_file):
+    """names.txt under makemore's split (seed 3407); a missing file is the usual one-line error."""
+    path = pathlib.Path(input_file)
+    if not path.exists():
+        print(f"error: {path} does not exist: pass -i with makemore's names.txt", file=sys.stderr)
+        sys.exit(2)
+    return input_pipeline.Dataset.from_words(input_pipeline.read_words(path), seed=3407)
+
+
 def mmjax_timer(model_type, dataset, steps):
     config = load_config(ROOT / "configs" / f"{model_type}.py")
     state, (x_nt, y_nt), batch_sharding = train.to_devices(
@@ -124,11 +133,7 @@ def main():
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    path = pathlib.Path(args.input_file)
-    if not path.exists():
-        print(f"error: {path} does not exist: pass -i with makemore's names.txt", file=sys.stderr)
-        sys.exit(2)
-    dataset = input_pipeline.Dataset.from_words(input_pipeline.read_words(path), seed=3407)
+    dataset = names_dataset(args.input_file)
     steps, rounds = (10, 1) if args.quick else (200, args.rounds)
     try:
         import torch

@@ -22,7 +22,8 @@ from jax.profiler import ProfileData
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mmjax import input_pipeline, train  # noqa: E402
+from bench_train import names_dataset  # noqa: E402  (scripts/ is on the path when a script runs)
+from mmjax import train  # noqa: E402
 from mmjax.config import load_config  # noqa: E402
 
 
@@ -61,11 +62,7 @@ def main():
     parser.add_argument("--hlo", help="also write the optimised HLO of train_steps here")
     parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args()
-    path = pathlib.Path(args.input_file)
-    if not path.exists():
-        print(f"error: {path} does not exist: pass -i with makemore's names.txt", file=sys.stderr)
-        sys.exit(2)
-    dataset = input_pipeline.Dataset.from_words(input_pipeline.read_words(path), seed=3407)
+    dataset = names_dataset(args.input_file)
     config = load_config(ROOT / "configs" / f"{args.type}.py")
     x_nt, y_nt = jax.device_put(dataset.vocab.encode_words(dataset.train_words))
     state = train.create_train_state(config, dataset.vocab)

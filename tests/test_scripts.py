@@ -26,3 +26,11 @@ def test_zoo_table(names_file, tmp_path):
     rows = json.loads((tmp_path / "zoo.json").read_text())
     assert [r["params"] for r in rows] == [729, 11_803] and rows[0]["test_loss"] < rows[1]["test_loss"]
     assert "| rnn | 11,803 | 100 |" in out
+
+
+def test_profile_train(names_file, tmp_path):
+    run_script("scripts/profile_train.py", "-i", names_file, "--type", "bow", "--steps", 5, "--json", tmp_path / "p.json")
+    profile = json.loads((tmp_path / "p.json").read_text())
+    shares = {row["what"]: row["share"] for row in profile["rows"]}
+    assert profile["wall_ms"] > 0 and abs(sum(shares.values()) - 1) < 1e-6
+    assert shares["backward: dense layers (matmul)"] > 0 and shares["optimiser (AdamW)"] > 0
