@@ -13,7 +13,6 @@
 
 import argparse
 import io
-import json
 
 import numpy as np
 
@@ -121,9 +120,7 @@ def main(args):
 
     workdir = WorkDir(args.work_dir, read_only=True)
     config, dataset = workdir.load_config(), workdir.load_dataset()
-    metrics_path = workdir.path / "metrics.jsonl"
-    metrics = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines()] \
-        if metrics_path.exists() else []
+    metrics = workdir.metrics()
     initial = train.create_train_state(config, dataset.vocab)
     state = workdir.restore(initial, which="best")
     x_nt, y_nt = dataset.vocab.encode_words(dataset.train_words)

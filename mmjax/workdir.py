@@ -169,6 +169,11 @@ class WorkDir:
         finally:
             absl.setLevel(level)
 
+    def metrics(self):
+        """metrics.jsonl's lines as dicts ([] before the first is written)."""
+        path = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
     def drop_metrics_after(self, step):
         """Forget metrics logged after `step` (by a run that died before its next checkpoint), and a last
         line cut short by a kill (it has no newline)."""
