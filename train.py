@@ -1,10 +1,7 @@
-"""Train a makemore model: python train.py -i words.txt -o out [--type transformer] [--max-steps N] ..."""
-
-import functools
-import pathlib
+"""Train a makemore model: python train.py -i words.txt -o out [--type transformer] [--max-steps N] ...
+(the same as mmjax-train and python -m mmjax train)"""
 
 from mmjax import cli
 
 if __name__ == "__main__":
-    configs_dir = pathlib.Path(__file__).resolve().parent / "configs"
-    cli.run(functools.partial(cli.train_main, configs_dir=configs_dir), cli.train_parser())
+    cli.train_command()

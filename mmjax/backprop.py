@@ -12,7 +12,6 @@ gradients are the model's own, which is what `train.py --manual-grad` trains wit
     python -m mmjax.backprop [-i words.txt] [--bessel]    # the lecture's comparison table
 """
 
-import argparse
 import functools
 
 import jax
@@ -21,7 +20,7 @@ import numpy as np
 from flax import traverse_util
 
 from mmjax import input_pipeline
-from mmjax.errors import UserError
+from mmjax.errors import Parser, UserError, run
 
 EPS = 1e-5  # BatchNorm's epsilon, the model's and the lecture's
 MOMENTUM = 0.9  # of the running statistics (torch's 0.1)
@@ -151,9 +150,10 @@ def autodiff(p, x_n3, y_n, mask_n, correction=0):
     return {**d_taps, **d_params}
 
 
-def value_and_grad(params, state, x_bt, y_bt, train=True):
-    """jax.value_and_grad(train.loss_fn, has_aux=True) for the mlp_bn model with the fused manual
-    backward: ((loss, updated batch_stats), grads) of the model's own forward (correction 0)."""
+def value_and_grad(params, state, x_bt, y_bt, train=True, dropout_key=None, compute_dtype="float32"):
+    """losses.value_and_grad for the mlp_bn model (no dropout, float32) with the fused manual backward:
+    ((loss, updated batch_stats), grads) of the model's own forward (correction 0). The trainer takes it
+    as its `value_and_grad`."""
     p = lecture_params(params)
     x_n3, y_n, mask_n = rows(x_bt, y_bt, p["W1"].shape[0] // p["C"].shape[1])
     loss, t = forward(p, x_n3, y_n, mask_n)
@@ -216,7 +216,7 @@ def main(args):
 
 
 def parser():
-    parser = argparse.ArgumentParser(description="Lecture 4's manual backward pass of mlp_bn against jax.grad.")
+    parser = Parser(description="Lecture 4's manual backward pass of mlp_bn against jax.grad.")
     parser.add_argument("--input-file", "-i", help="words to draw the batch from (default: the embedded names)")
     parser.add_argument("--batch-size", "-b", type=int, default=32, help="names in the batch")
     parser.add_argument("--seed", type=int, default=42, help="of the batch and the parameters")
@@ -225,6 +225,4 @@ def parser():
 
 
 if __name__ == "__main__":
-    from mmjax import cli
-
-    cli.run(main, parser())
+    run(main, parser())

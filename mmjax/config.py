@@ -1,21 +1,42 @@
-"""The training configuration every configs/NAME.py starts from (makemore.py's defaults)."""
+"""The training configuration: every field and its default (makemore.py's), and the configs/TYPE.py files.
 
+`get_config(TYPE, **overrides)` is configs/TYPE.py's config (shipped in the package as
+`mmjax.configs`) with the overrides, checked and locked: setting a field that does not exist, as
+`config.n_emdb = 8`, is a UserError naming it.
+"""
+
+import importlib
 import importlib.util
 import pathlib
 
 import ml_collections
 
 from mmjax.errors import UserError
+from mmjax.models import MODELS
+from mmjax.optimizers import OPTIMIZERS, SCHEDULES
+
+
+class Config(ml_collections.ConfigDict):
+    """A ConfigDict whose locked fields reject an unknown name with a UserError naming it."""
+
+    def __setitem__(self, key, value):
+        if self.is_locked and key not in self:
+            raise UserError(f"unknown config field {key!r}: fix its name (the fields are base_config()'s in "
+                            "mmjax/config.py)")
+        super().__setitem__(key, value)
 
 
 def base_config():
-    config = ml_collections.ConfigDict()
+    config = Config()
     config.type = "transformer"
-    # Model sizes (each model reads the ones it needs).
+    # Model sizes (each model reads the ones it has; None: the model's own default).
     config.n_layer = 4
     config.n_head = 4
     config.n_embd = 64
     config.n_embd2 = 64
+    config.context = None  # mlp_bn, wavenet: tokens in the window
+    config.cell = None  # rnn: "rnn", "gru" or "lstm"
+    config.alpha = None  # bigram_counts: added to every count
     # Data.
     config.dedupe = False  # drop repeated lines before the split
     config.seed = 3407  # split, initialisation and batches
@@ -28,8 +49,10 @@ def base_config():
     config.eps = 1e-8
     config.max_steps = 10_000
     config.optimizer = "adamw"  # or "sgd" (the lectures'); b1, b2, eps are AdamW's
-    config.lr_decay_steps = 0  # > 0: multiply the learning rate by lr_decay_factor from this step on
-    config.lr_decay_factor = 0.1
+    config.lr_schedule = "constant"  # "step" or "warmup_cosine": mmjax/optimizers.py
+    config.lr_decay_steps = 0  # "step": multiply the learning rate by lr_decay_factor from this step on
+    config.lr_decay_factor = 0.1  # ... and "warmup_cosine" decays to this fraction at max_steps
+    config.warmup_steps = 0  # "warmup_cosine": linear warm-up from 0 over these steps
     config.grad_clip = 0.0  # > 0: scale each step's gradients down to at most this global norm (0: off)
     config.compute_dtype = "float32"  # "bfloat16": mixed precision for GPU/TPU (parameters stay float32)
     config.manual_grad = False  # mlp_bn: train with lecture 4's manual backward pass (mmjax/backprop.py)
@@ -46,36 +69,66 @@ def base_config():
     return config
 
 
-def load_config(path):
-    """get_config() of a configs/NAME.py file."""
+def checked(config, source):
+    """The config, checked and locked; a field base_config() does not have is a UserError."""
+    unknown = sorted(set(config) - set(base_config()))
+    if unknown:
+        raise UserError(f"{source} sets unknown config field {unknown[0]!r}: fix its name (the fields are "
+                        "base_config()'s in mmjax/config.py)")
+    validate(config)
+    config.lock()
+    return config
+
+
+def get_config(model_type="transformer", **overrides):
+    """configs/TYPE.py's config with `overrides`, checked and locked."""
+    if model_type not in MODELS or importlib.util.find_spec(f"mmjax.configs.{model_type}") is None:
+        raise UserError(f"no config for model type {model_type!r}: pass --config FILE or --type with one of: {', '.join(MODELS)}")
+    config = importlib.import_module(f"mmjax.configs.{model_type}").get_config()
+    return override(checked(config, f"configs/{model_type}.py"), overrides)
+
+
+def load_config(path, **overrides):
+    """get_config() of any configs/NAME.py-like file, with `overrides`, checked and locked."""
     path = pathlib.Path(path)
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.py"))) or "none"
-        raise UserError(f"no config file {path}: pass --config FILE or --type with one of: {known}")
+        raise UserError(f"no config file {path}: give the path of a python file with get_config()")
     spec = importlib.util.spec_from_file_location(f"mmjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return override(checked(module.get_config(), path), overrides)
+
+
+def override(config, overrides):
+    """The locked config with fields changed (a name it does not have is a UserError), checked again."""
+    for name, value in overrides.items():
+        config[name] = value
+    validate(config)
+    return config
 
 
 def validate(config):
+    if config.type not in MODELS:
+        raise UserError(f"unknown model type {config.type!r}: choose one of {', '.join(MODELS)}")
     for field in ("batch_size", "learning_rate", "max_steps", "log_every", "eval_every", "eval_batch_size"):
         if not config[field] > 0:
             raise UserError(f"{field} must be positive, got {config[field]}: pass a value above 0")
-    if config.optimizer not in ("adamw", "sgd"):
-        raise UserError(f"unknown optimizer {config.optimizer!r}: use adamw or sgd")
+    if config.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if config.lr_schedule not in SCHEDULES:
+        raise UserError(f"unknown lr_schedule {config.lr_schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if config.compute_dtype not in ("float32", "bfloat16"):
         raise UserError(f"unknown compute dtype {config.compute_dtype!r}: use float32 or bfloat16")
     if config.manual_grad and (config.type != "mlp_bn" or config.compute_dtype != "float32"):
-        raise UserError(f"--manual-grad is written for mlp_bn in float32, not {config.type} in {config.compute_dtype}: "
-                        "drop the flag or pass --type mlp_bn")
-    for field in ("weight_decay", "grad_clip"):
+        raise UserError(f"manual gradients are written for mlp_bn in float32, not {config.type} in "
+                        f"{config.compute_dtype}: turn manual_grad off or use the mlp_bn type")
+    for field in ("weight_decay", "grad_clip", "warmup_steps", "lr_decay_steps"):
         if config[field] < 0:
             raise UserError(f"{field} must not be negative, got {config[field]}: pass 0 or more")
 
 
 def lecture_sgd(config, max_steps):
     """The lectures' optimisation: SGD at 0.1, then 0.01 for the last quarter of the steps, batch 32."""
-    config.update(optimizer="sgd", learning_rate=0.1, weight_decay=0.0, lr_decay_steps=max_steps * 3 // 4,
-                  lr_decay_factor=0.1, max_steps=max_steps)
+    config.update(optimizer="sgd", learning_rate=0.1, weight_decay=0.0, lr_schedule="step",
+                  lr_decay_steps=max_steps * 3 // 4, lr_decay_factor=0.1, max_steps=max_steps)
     return config

@@ -13,7 +13,7 @@ For any model, on one training batch, in the training forward pass (batch statis
   its gradient, grad:data = std(gradient) / std(weights), and update:data = std(update) / std(weights)
   for the update the optimiser would make with this gradient (the lecture aims at about 1e-3).
 
-train.py records them at each evaluation, on the same first batch of training words, in the
+train.py turns this on (`record` is an evaluation hook of train.train_and_evaluate) and records them at each evaluation, on the same first batch of training words, in the
 evaluation's line of metrics.jsonl (keys "layers" and "params"); the plots read them from there.
 """
 
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from mmjax import input_pipeline, train
+from mmjax import input_pipeline, losses
 
 SATURATED = 0.97
 
@@ -64,7 +64,7 @@ def tapped_loss(params, taps, state, x_bt, y_bt, called=None):
         return (out, *rest) if rest else out
 
     with nn.intercept_methods(record):
-        return train.loss_fn(params, state, x_bt, y_bt, train=True)[0], outputs
+        return losses.loss_fn(params, state, x_bt, y_bt, train=True)[0], outputs
 
 
 def layer_names(state, x_bt, y_bt):

@@ -1,5 +1,12 @@
+"""The errors a user can act on, and how the command lines show them: one line, an exit status."""
+
+import argparse
+import sys
+
+
 class UserError(ValueError):
-    """Bad input or flags: the CLIs print the message (problem and fix) on one line and exit 2."""
+    """Bad input or settings: the message says the problem and the fix; the CLIs print it on one line
+    and exit 2."""
 
     exit_status = 2
 
@@ -8,3 +15,19 @@ class NonFiniteLossError(FloatingPointError):
     """Training diverged (a NaN or infinite loss): the CLIs print the message on one line and exit 3."""
 
     exit_status = 3
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported as every other bad input: one line, exit status 2."""
+
+    def error(self, message):
+        raise UserError(f"{message}: see {self.prog} -h")
+
+
+def run(main, parser, argv=None):
+    """Runs main(parsed flags); a UserError (exit status 2) or a non-finite loss (3) is one line on stderr."""
+    try:
+        main(parser.parse_args(argv))
+    except (UserError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_status)

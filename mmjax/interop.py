@@ -9,7 +9,6 @@ Names map one to one: the flax path `h_0/attn/c_attn/kernel` is makemore's
 `scale` are `weight`). torch is needed only to read or write model.pt and for `compare`.
 """
 
-import argparse
 import re
 
 import flax
@@ -17,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax import cli, input_pipeline, train
+from mmjax import inference, input_pipeline, losses, train
 from mmjax.config import base_config
-from mmjax.errors import UserError
+from mmjax.errors import Parser, UserError, run
 from mmjax.models import create_model, model_fields
 from mmjax.workdir import WorkDir
 
@@ -162,7 +161,8 @@ def import_main(args):
     config = base_config()
     config.update(type=args.type, seed=args.seed, dedupe=args.dedupe,
                   **{name: getattr(model, name) for name in model_fields(args.type)})
-    state = train.create_train_state(config, dataset.vocab).replace(params=variables["params"])
+    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    state = state.replace(params=variables["params"])
     x_nt, y_nt = dataset.vocab.encode_words(dataset.test_words or dataset.train_words)
     loss = train.evaluate(state, x_nt, y_nt, config.eval_batch_size)
     workdir.create(config, dataset)
@@ -171,9 +171,8 @@ def import_main(args):
 
 
 def export_main(args):
-    workdir = WorkDir(args.work_dir)
-    config, dataset = workdir.load_config(), workdir.load_dataset()
-    state = workdir.restore(train.create_train_state(config, dataset.vocab), which="best")
+    workdir = WorkDir(args.work_dir, read_only=True)
+    config, _, _, state = inference.load(workdir)
     save_model_pt(args.model_pt, config.type, {"params": state.params})
     print(f"{workdir.path} (step {int(state.step)}) -> {args.model_pt}")
 
@@ -206,7 +205,7 @@ def compare_main(args):
         ours, theirs = out[0] if isinstance(out, tuple) else out, outputs.get(name)
         if isinstance(theirs, torch.Tensor) and tuple(theirs.shape) == tuple(ours.shape):
             rows.append((name, tuple(ours.shape), float(np.abs(np.asarray(ours) - theirs.numpy()).max())))
-    nll_sum, count = train.cross_entropy(logits, jnp.asarray(y_nt))
+    nll_sum, count = losses.cross_entropy(logits, jnp.asarray(y_nt))
     rows += [("logits", tuple(logits.shape), float(np.abs(np.asarray(logits) - logits_ref.numpy()).max())),
              ("loss", (), abs(float(nll_sum / count) - loss_ref.item()))]
     width = max(len(r[0]) for r in rows)
@@ -216,7 +215,7 @@ def compare_main(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m mmjax.interop", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m mmjax.interop", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("import", "makemore's model.pt and training file -> an mmjax work dir"),
                        ("compare", "per-module differences of the PyTorch and mmjax forward passes")):
@@ -232,7 +231,7 @@ def main(argv=None):
     export = commands.add_parser("export", help="an mmjax work dir's best checkpoint -> makemore's model.pt")
     export.add_argument("--work-dir", "-o", required=True)
     export.add_argument("model_pt")
-    cli.run({"import": import_main, "export": export_main, "compare": compare_main}[parser.parse_args(argv).command],
+    run({"import": import_main, "export": export_main, "compare": compare_main}[parser.parse_args(argv).command],
             parser, argv)
 
 

@@ -11,13 +11,13 @@
 - update_ratio.png: lecture 3's log10 update:data ratio of each weight matrix at each evaluation.
 """
 
-import argparse
 import io
 
+import jax
 import numpy as np
 
-from mmjax import diagnostics, train
-from mmjax.errors import UserError
+from mmjax import diagnostics, inference, train
+from mmjax.errors import Parser, UserError, run
 from mmjax.models.bigram_counts import BigramCounts
 from mmjax.workdir import WorkDir
 
@@ -119,16 +119,15 @@ def main(args):
     import matplotlib.pyplot as plt
 
     workdir = WorkDir(args.work_dir, read_only=True)
-    config, dataset = workdir.load_config(), workdir.load_dataset()
+    config, dataset, model, state = inference.load(workdir)
     metrics = workdir.metrics()
-    initial = train.create_train_state(config, dataset.vocab)
-    state = workdir.restore(initial, which="best")
+    initial = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     x_nt, y_nt = dataset.vocab.encode_words(dataset.train_words)
     figures = {"loss": loss_curves(plt, metrics),
                "bigram_counts": bigram_counts(plt, dataset.vocab, x_nt, y_nt)}
     if "wte" in state.params:
         figures["embeddings"] = embeddings(plt, dataset.vocab, np.asarray(state.params["wte"]["embedding"]))
-    if not hasattr(train.create_model(config, dataset.vocab.size, dataset.vocab.block_size), "fit"):
+    if not hasattr(model, "fit"):
         batch = x_nt[:config.batch_size], y_nt[:config.batch_size]
         figures["histograms"] = histograms(plt, [("initialisation", initial), (f"step {int(state.step)}", state)],
                                            *batch)
@@ -142,12 +141,10 @@ def main(args):
 
 
 def parser():
-    parser = argparse.ArgumentParser(description="The lectures' pictures of a run, as PNGs in its work dir.")
+    parser = Parser(description="The lectures' pictures of a run, as PNGs in its work dir.")
     parser.add_argument("--work-dir", "-o", default="out", help="a work dir written by train.py")
     return parser
 
 
 if __name__ == "__main__":
-    from mmjax import cli
-
-    cli.run(main, parser())
+    run(main, parser())

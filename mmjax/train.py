@@ -1,77 +1,37 @@
-"""Training: pure, compiled train and eval steps, and the loop that logs, evaluates and checkpoints."""
+"""Training: pure, compiled train and eval steps, and `train_and_evaluate`, the one entry point that
+reads the words, creates or resumes a work dir, trains, evaluates and checkpoints."""
 
 import functools
 import math
+import sys
 
-import flax
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training import train_state
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mmjax import backprop, input_pipeline
+from mmjax import input_pipeline, losses, optimizers
 from mmjax.errors import NonFiniteLossError, UserError
-from mmjax.models import create_model
+from mmjax.models import create_model, model_fields
+from mmjax.workdir import WorkDir
+
+LONG_WORD = 64  # longer words make every step slower (block size follows the longest): warn
 
 
 class TrainState(train_state.TrainState):
-    rng: jax.Array  # the batch-sampling key, split once per step
+    rng: jax.Array  # the batch-sampling (and dropout) key, split once per step
     batch_stats: dict  # running BatchNorm statistics; {} for models without BatchNorm
-    # "bfloat16": mixed precision, the forward and backward passes in bfloat16 while parameters,
-    # gradients and optimiser state stay float32 (for GPU/TPU; slower on CPU)
-    compute_dtype: str = flax.struct.field(pytree_node=False, default="float32")
-    # mlp_bn only: gradients by lecture 4's manual backward pass (mmjax.backprop), not jax.grad
-    manual_grad: bool = flax.struct.field(pytree_node=False, default=False)
 
 
-def make_optimizer(config):
-    """AdamW as makemore.py, or SGD as the lectures; optionally the learning rate drops once, and the
-    gradients are clipped to a global norm first. Clipping on or off, the optimiser state has the same
-    structure (both keep an empty state), so a run can turn it on when resumed."""
-    learning_rate = config.learning_rate
-    if config.lr_decay_steps > 0:
-        learning_rate = optax.piecewise_constant_schedule(learning_rate, {config.lr_decay_steps: config.lr_decay_factor})
-    if config.optimizer == "sgd":
-        optimizer = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.sgd(learning_rate))
-    else:
-        optimizer = optax.adamw(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)
-    clip = optax.clip_by_global_norm(config.grad_clip) if config.grad_clip > 0 else optax.identity()
-    return optax.chain(clip, optimizer)
-
-
-def create_train_state(config, vocab):
+def create_train_state(config, vocab, key):
+    """A fresh state: the model initialised from `key`, which also seeds the batches. Pure in `key`, so
+    `jax.vmap` over keys makes many."""
     model = create_model(config, vocab.size, vocab.block_size)
-    init_key, data_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    init_key, data_key = jax.random.split(key)
     variables = model.init(init_key, jnp.zeros((1, vocab.block_size), jnp.int32))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=make_optimizer(config),
-                             rng=data_key, batch_stats=variables.get("batch_stats", {}),
-                             compute_dtype=config.compute_dtype, manual_grad=config.manual_grad)
-
-
-def cross_entropy(logits_btv, y_bt):
-    """Summed NLL over targets that are not IGNORE, and their count."""
-    mask_bt = y_bt != input_pipeline.IGNORE
-    nll_bt = optax.softmax_cross_entropy_with_integer_labels(logits_btv, jnp.where(mask_bt, y_bt, 0))
-    return jnp.sum(nll_bt * mask_bt), jnp.sum(mask_bt)
-
-
-def forward(state, params, x_bt, train=False):
-    """Logits, and the BatchNorm statistics: updated from the batch when training a BatchNorm model."""
-    cast = lambda tree, dtype: jax.tree.map(lambda a: a.astype(dtype), tree)
-    variables = {"params": cast(params, state.compute_dtype), "batch_stats": state.batch_stats}
-    if train and state.batch_stats:
-        logits_btv, updates = state.apply_fn(variables, x_bt, train=True, mutable=["batch_stats"])
-        return logits_btv.astype(jnp.float32), cast(updates["batch_stats"], jnp.float32)
-    return state.apply_fn(variables, x_bt).astype(jnp.float32), state.batch_stats
-
-
-def loss_fn(params, state, x_bt, y_bt, train=False):
-    """Mean NLL per character, and the BatchNorm statistics as `forward` returns them."""
-    logits_btv, batch_stats = forward(state, params, x_bt, train)
-    nll_sum, count = cross_entropy(logits_btv, y_bt)
-    return nll_sum / count, batch_stats
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizers.make_optimizer(config),
+                             rng=data_key, batch_stats=variables.get("batch_stats", {}))
 
 
 def data_parallel(batch_size):
@@ -92,7 +52,8 @@ def to_devices(state, arrays, batch_size):
     return *jax.device_put(jax.device_get((state, arrays)), replicated), batch_sharding
 
 
-def train_step(state, x_nt, y_nt, batch_size, batch_sharding=None):
+def train_step(state, x_nt, y_nt, batch_size, value_and_grad=losses.value_and_grad, compute_dtype="float32",
+               batch_sharding=None):
     """One optimiser step on a batch drawn with replacement from the device-resident training set;
     with `batch_sharding`, each device computes its slice of the batch (data parallelism)."""
     rng, batch_key = jax.random.split(state.rng)
@@ -100,32 +61,35 @@ def train_step(state, x_nt, y_nt, batch_size, batch_sharding=None):
     x_bt, y_bt = x_nt[idx_b], y_nt[idx_b]
     if batch_sharding is not None:
         x_bt, y_bt = jax.lax.with_sharding_constraint((x_bt, y_bt), batch_sharding)
-    value_and_grad = backprop.value_and_grad if state.manual_grad else jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, batch_stats), grads = value_and_grad(state.params, state, x_bt, y_bt, train=True)
+    (loss, batch_stats), grads = value_and_grad(state.params, state, x_bt, y_bt, train=True,
+                                                dropout_key=jax.random.fold_in(batch_key, 1),
+                                                compute_dtype=compute_dtype)
     return state.apply_gradients(grads=grads).replace(rng=rng, batch_stats=batch_stats), loss
 
 
-@functools.partial(jax.jit, static_argnames=("num_steps", "batch_size", "batch_sharding"),
-                   donate_argnames=("state",))
-def train_steps(state, x_nt, y_nt, *, num_steps, batch_size, batch_sharding=None):
+@functools.partial(jax.jit, static_argnames=("num_steps", "batch_size", "value_and_grad", "compute_dtype",
+                                             "batch_sharding"), donate_argnames=("state",))
+def train_steps(state, x_nt, y_nt, *, num_steps, batch_size, value_and_grad=losses.value_and_grad,
+                compute_dtype="float32", batch_sharding=None):
     """`num_steps` train steps in one dispatch; returns the new state and each step's loss."""
-    return jax.lax.scan(lambda s, _: train_step(s, x_nt, y_nt, batch_size, batch_sharding), state,
-                        length=num_steps)
+    step = functools.partial(train_step, x_nt=x_nt, y_nt=y_nt, batch_size=batch_size, value_and_grad=value_and_grad,
+                             compute_dtype=compute_dtype, batch_sharding=batch_sharding)
+    return jax.lax.scan(lambda s, _: step(s), state, length=num_steps)
 
 
-@jax.jit
-def eval_step(state, x_bt, y_bt):
-    return cross_entropy(forward(state, state.params, x_bt)[0], y_bt)
+@functools.partial(jax.jit, static_argnames="compute_dtype")
+def eval_step(state, x_bt, y_bt, compute_dtype="float32"):
+    return losses.cross_entropy(losses.forward(state, state.params, x_bt, compute_dtype=compute_dtype)[0], y_bt)
 
 
-def evaluate(state, x_nt, y_nt, batch_size):
+def evaluate(state, x_nt, y_nt, batch_size, compute_dtype="float32"):
     """Per-character NLL over the whole set, in fixed-size chunks (padding is masked) so it compiles once."""
     pad = -len(x_nt) % batch_size
     x_nt = jnp.pad(x_nt, ((0, pad), (0, 0)))
     y_nt = jnp.pad(y_nt, ((0, pad), (0, 0)), constant_values=input_pipeline.IGNORE)
     nll_sum, count = 0.0, 0
     for i in range(0, len(x_nt), batch_size):
-        s, c = eval_step(state, x_nt[i:i + batch_size], y_nt[i:i + batch_size])
+        s, c = eval_step(state, x_nt[i:i + batch_size], y_nt[i:i + batch_size], compute_dtype)
         nll_sum, count = nll_sum + float(s), count + int(c)
     return nll_sum / count
 
@@ -136,21 +100,74 @@ def next_stop(step, config):
                (step // config.eval_every + 1) * config.eval_every, config.max_steps)
 
 
-def check_finite(name, losses, first_step):
-    """Stops training at the first NaN or infinite loss; losses[i] is step first_step + i's."""
-    bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
+def check_finite(name, losses_, first_step):
+    """Stops training at the first NaN or infinite loss; losses_[i] is step first_step + i's."""
+    bad = [i for i, loss in enumerate(losses_) if not math.isfinite(loss)]
     if bad:
-        raise NonFiniteLossError(f"{name} is {losses[bad[0]]} at step {first_step + bad[0]}, so training stopped "
+        raise NonFiniteLossError(f"{name} is {losses_[bad[0]]} at step {first_step + bad[0]}, so training stopped "
                                  "(checkpoints before it are kept): --resume with a lower --learning-rate "
                                  "or with --grad-clip 1")
 
 
-def train_and_evaluate(config, workdir, state, dataset, progress=True):
-    """Trains `state` (fresh or restored) up to config.max_steps; returns the final state."""
-    from tqdm import tqdm
+def mismatched_field(saved, config):
+    """The first field that shapes the model and differs between two configs, or None."""
+    return next((f for f in ["type", *model_fields(saved.type)] if config[f] != saved[f]), None)
 
-    from mmjax import diagnostics  # it imports this module
 
+def new_run(config, workdir, input_file, encoding, max_word_length):
+    """The state and dataset of a new run on `input_file` (None: the embedded names), recorded in `workdir`."""
+    path = input_file or input_pipeline.default_words_path()
+    words = input_pipeline.read_words(path, encoding, config.dedupe, max_word_length)
+    dataset = input_pipeline.Dataset.from_words(words, config.seed)
+    state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    workdir.create(config, dataset)
+    if jax.process_index() == 0:
+        print(f"{len(words)} words from {path}: {len(dataset.train_words)} train, {len(dataset.test_words)} test, "
+              f"vocabulary {''.join(dataset.vocab.chars)!r} ({dataset.vocab.size} tokens), "
+              f"block size {dataset.vocab.block_size}")
+        warn = lambda message: print(f"warning: {message}", file=sys.stderr)
+        if not dataset.test_words:
+            warn(f"no test set (it takes at least 10 words, the input has {len(words)}): training on all of "
+                 "them; the best checkpoint is the one with the lowest training loss")
+        if max_word_length is None and dataset.vocab.max_word_length > LONG_WORD:
+            warn(f"the longest word has {dataset.vocab.max_word_length} characters and every step computes "
+                 f"that many positions: pass --max-word-length to refuse lines over {LONG_WORD}")
+    return state, dataset
+
+
+def resumed_run(config, workdir, input_file):
+    """The state and dataset of the run in `workdir`, at its latest checkpoint, with `config`'s
+    hyper-parameters (fields that do not shape the model may change)."""
+    if input_file is not None:
+        raise UserError(f"{workdir.path} holds a run, which trains on its own words: give no input file, "
+                        "or another work dir")
+    field = mismatched_field(workdir.load_config(), config)
+    if field:
+        raise UserError(f"{workdir.path} holds a {field}={workdir.load_config()[field]} run, not "
+                        f"{field}={config[field]}: use the run's config, or another work dir")
+    dataset = workdir.load_dataset()
+    workdir.check_writable()
+    state = workdir.restore(create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
+    workdir.drop_metrics_after(int(state.step))
+    return state.replace(opt_state=optimizers.with_hyperparams(state.opt_state, config)), dataset
+
+
+def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", max_word_length=None,
+                       value_and_grad=losses.value_and_grad, eval_hooks=(), progress=True):
+    """Trains config's model up to config.max_steps in `workdir` (a path or WorkDir): a new run on the
+    words of `input_file` (None: the embedded US baby names), or, if `workdir` holds a run, that run
+    resumed from its latest checkpoint. Evaluates and checkpoints every config.eval_every steps.
+
+    `value_and_grad`: the gradient (losses.value_and_grad's signature; mmjax.backprop has lecture 4's).
+    `eval_hooks`: functions (state, x_bt, y_bt) -> dict of metrics, called at each evaluation on the first
+    batch of training words and logged with it (mmjax.diagnostics.record is lecture 3's).
+    Returns the final state."""
+    workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    if config.manual_grad and value_and_grad is losses.value_and_grad:
+        raise UserError("config.manual_grad asks for lecture 4's gradients: pass "
+                        "value_and_grad=mmjax.backprop.value_and_grad")
+    state, dataset = (resumed_run(config, workdir, input_file) if workdir.has_run
+                      else new_run(config, workdir, input_file, encoding, max_word_length))
     vocab, train_words, test_words = dataset.vocab, dataset.train_words, dataset.test_words
     eval_sets = {"train_loss": vocab.encode_words(train_words[:config.eval_train_size])}
     if test_words:
@@ -160,36 +177,42 @@ def train_and_evaluate(config, workdir, state, dataset, progress=True):
         state, (vocab.encode_words(train_words), eval_sets), config.batch_size)
     score_name = "test_loss" if test_words else "train_loss"
     model = create_model(config, vocab.size, vocab.block_size)
-    max_steps = 1 if hasattr(model, "fit") else config.max_steps  # a closed-form fit is one step
-
+    fit = getattr(model, "fit", None)  # a model fitted in closed form: one step, no gradients for the hooks
+    max_steps = 1 if fit else config.max_steps
     step = int(state.step)
     printing = jax.process_index() == 0  # with several processes, process 0 speaks for all
+    from tqdm import tqdm
+
     with workdir.logger() as log, tqdm(total=max_steps, initial=step, disable=not (progress and printing),
                                        unit="step", dynamic_ncols=True) as bar:
-        while step < max_steps:
-            if hasattr(model, "fit"):
-                num_steps, state = 1, state.replace(step=1, params=model.fit(x_nt, y_nt))
-                losses = [evaluate(state, x_nt, y_nt, config.eval_batch_size)]
-            else:
-                num_steps = next_stop(step, config) - step
-                state, losses = train_steps(state, x_nt, y_nt, num_steps=num_steps, batch_size=config.batch_size,
-                                            batch_sharding=batch_sharding)
-                losses = jax.device_get(losses).tolist()
-            check_finite("loss", losses, step + 1)
-            loss = losses[-1]
-            step += num_steps
-            bar.update(num_steps)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            log.write({"step": step, "loss": loss})
-            if step % config.eval_every == 0 or step == max_steps:
-                metrics = {name: evaluate(state, *xy, config.eval_batch_size) for name, xy in eval_sets.items()}
-                for name, value in metrics.items():
-                    check_finite(name, [value], step)  # before the save: a non-finite state is never saved
-                # lecture 3's diagnostics, on the same first batch of training words at every evaluation
-                lecture = {} if hasattr(model, "fit") else diagnostics.record(state, x_nt[:config.batch_size],
-                                                                              y_nt[:config.batch_size])
-                log.write({"step": step, **metrics, **lecture})
-                if printing:
-                    bar.write(f"step {step} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                workdir.save(state, score=metrics[score_name])
+
+        def log_steps(state, step_losses, first_step, hooks):
+            """Logs a dispatch's losses; evaluates, runs the hooks and checkpoints when it is time."""
+            check_finite("loss", step_losses, first_step)
+            step = first_step + len(step_losses) - 1
+            bar.update(len(step_losses))
+            bar.set_postfix(loss=f"{step_losses[-1]:.4f}")
+            log.write({"step": step, "loss": step_losses[-1]})
+            if step % config.eval_every and step != max_steps:
+                return
+            metrics = {name: evaluate(state, *xy, config.eval_batch_size, config.compute_dtype)
+                       for name, xy in eval_sets.items()}
+            for name, value in metrics.items():
+                check_finite(name, [value], step)  # before the save: a non-finite state is never saved
+            batch = x_nt[:config.batch_size], y_nt[:config.batch_size]
+            log.write({"step": step, **metrics, **{k: v for hook in hooks for k, v in hook(state, *batch).items()}})
+            if printing:
+                bar.write(f"step {step} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            workdir.save(state, score=metrics[score_name])
+
+        if fit and step == 0:
+            state = state.replace(step=1, params=fit(x_nt, y_nt))
+            log_steps(state, [evaluate(state, x_nt, y_nt, config.eval_batch_size)], 1, hooks=())
+        while step < max_steps and not fit:
+            state, step_losses = train_steps(
+                state, x_nt, y_nt, num_steps=next_stop(step, config) - step, batch_size=config.batch_size,
+                value_and_grad=value_and_grad, compute_dtype=config.compute_dtype, batch_sharding=batch_sharding)
+            step_losses = jax.device_get(step_losses).tolist()
+            log_steps(state, step_losses, step + 1, eval_hooks)
+            step += len(step_losses)
     return state

@@ -19,7 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from mmjax.config import base_config
+from mmjax.config import base_config, checked
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, Vocab
 
@@ -112,7 +112,7 @@ class WorkDir:
             raise UserError(f"{self.path} holds no run: train one first with train.py -o {self.path}")
         config = base_config()  # fields added since the run was written take their defaults
         config.update(self._read_json("config.json"))
-        return config
+        return checked(config, self.path / "config.json")
 
     def load_dataset(self):
         d = self._read_json("dataset.json")

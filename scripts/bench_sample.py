@@ -43,7 +43,7 @@ def transformer(work_dir):
         return model, model.init(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))
     run = WorkDir(work_dir)
     config, dataset = run.load_config(), run.load_dataset()
-    state = run.restore(train.create_train_state(config, dataset.vocab), which="best")
+    state = run.restore(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)), which="best")
     return create_model(config, dataset.vocab.size, dataset.vocab.block_size), {"params": state.params}
 
 

@@ -23,7 +23,7 @@ import jax
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from mmjax import input_pipeline, train  # noqa: E402
-from mmjax.config import load_config  # noqa: E402
+from mmjax.config import get_config  # noqa: E402
 
 TYPES = ("bigram", "mlp", "rnn", "gru", "bow", "transformer")
 # the project's goals: mmjax's ms/step over makemore.py's (eager) in the same run
@@ -40,9 +40,9 @@ def names_dataset(input_file):
 
 
 def mmjax_timer(model_type, dataset, steps):
-    config = load_config(ROOT / "configs" / f"{model_type}.py")
+    config = get_config(model_type)
     state, (x_nt, y_nt), batch_sharding = train.to_devices(
-        train.create_train_state(config, dataset.vocab), dataset.vocab.encode_words(dataset.train_words),
+        train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)), dataset.vocab.encode_words(dataset.train_words),
         config.batch_size)
 
     def run():

@@ -24,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench_train import names_dataset  # noqa: E402  (scripts/ is on the path when a script runs)
 from mmjax import train  # noqa: E402
-from mmjax.config import load_config  # noqa: E402
+from mmjax.config import get_config  # noqa: E402
 
 
 def op_names(hlo_text):
@@ -63,9 +63,9 @@ def main():
     parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args()
     dataset = names_dataset(args.input_file)
-    config = load_config(ROOT / "configs" / f"{args.type}.py")
+    config = get_config(args.type)
     x_nt, y_nt = jax.device_put(dataset.vocab.encode_words(dataset.train_words))
-    state = train.create_train_state(config, dataset.vocab)
+    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     run = lambda state: train.train_steps(state, x_nt, y_nt, num_steps=args.steps, batch_size=config.batch_size)
     hlo = train.train_steps.lower(state, x_nt, y_nt, num_steps=args.steps,
                                   batch_size=config.batch_size).compile().as_text()

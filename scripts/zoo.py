@@ -26,7 +26,7 @@ from mmjax.workdir import WorkDir  # noqa: E402
 
 
 def ms_per_step(config, dataset, steps=500, repeats=3):
-    state = train.create_train_state(config, dataset.vocab)
+    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     x_nt, y_nt = map(jax.numpy.asarray, dataset.vocab.encode_words(dataset.train_words))
     run = lambda s: train.train_steps(s, x_nt, y_nt, num_steps=steps, batch_size=config.batch_size)
     state, losses = run(state)
@@ -45,12 +45,12 @@ def zoo_row(model_type, input_file, workdir, max_steps):
     if max_steps:
         argv += ["--max-steps", str(max_steps)]
     start = time.perf_counter()
-    cli.train_main(cli.train_parser().parse_args(argv), configs_dir=ROOT / "configs")
+    cli.train_main(cli.train_parser().parse_args(argv))
     wall_s = time.perf_counter() - start
     run = WorkDir(workdir)
     config, dataset = run.load_config(), run.load_dataset()
     evals = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if "test_loss" in l]
-    state = run.restore(train.create_train_state(config, dataset.vocab))
+    state = run.restore(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
     row = {"type": model_type, "params": sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
            "steps": evals[-1]["step"], "test_loss": evals[-1]["test_loss"],
            "best_test_loss": min(e["test_loss"] for e in evals), "wall_s": wall_s}

@@ -14,7 +14,8 @@ from mmjax.config import base_config, validate
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Vocab
 from mmjax.models.mlp_bn import MLPBatchNorm
-from mmjax.train import create_train_state, loss_fn
+from mmjax.losses import loss_fn
+from mmjax.train import create_train_state
 from test_zoo_lecture import lecture_config, names_batch
 
 V, T = 27, 12
@@ -62,7 +63,8 @@ def test_the_bessel_correction_changes_the_gradients():
 def test_manual_value_and_grad_is_the_models_own():
     """Correction 0 is the flax model's forward: same loss, gradients and running statistics as
     jax.value_and_grad of train.loss_fn, padding positions and all."""
-    state = create_train_state(lecture_config("mlp_bn"), Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1))
+    config = lecture_config("mlp_bn")
+    state = create_train_state(config, Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1), jax.random.PRNGKey(config.seed))
     x_bt, y_bt = names_batch(1, batch_size=32)
     state = state.replace(params=backprop.random_params(MLPBatchNorm(V, T), x_bt, 1))
     (loss, stats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=4)(
@@ -92,8 +94,7 @@ def test_manual_grad_is_for_mlp_bn_only():
 
 def train_losses(tmp_path, name, *flags):
     out = tmp_path / name
-    cli.train_main(cli.train_parser().parse_args(["-o", str(out), "--type", "mlp_bn", "--no-progress", *flags]),
-                   configs_dir=ROOT / "configs")
+    cli.train_main(cli.train_parser().parse_args(["-o", str(out), "--type", "mlp_bn", "--no-progress", *flags]))
     return [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "test_loss" in m]
 
 

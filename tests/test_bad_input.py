@@ -19,7 +19,7 @@ from mmjax.input_pipeline import Dataset
 from mmjax.workdir import WorkDir
 
 SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
-TRAIN = functools.partial(cli.train_main, configs_dir=ROOT / "configs")
+TRAIN = cli.train_main
 
 
 def tree_digest(path):
@@ -75,7 +75,7 @@ def files(tmp_path_factory):
     (["-i", "{d}/words.txt", "-b", "0"], "batch_size must be positive, got 0"),
     (["-i", "{d}/words.txt", "-b", "-32"], "batch_size must be positive, got -32"),
     (["-i", "{d}/words.txt", "--grad-clip", "-1"], "grad_clip must not be negative, got -1.0: pass 0 or more"),
-    (["-i", "{d}/words.txt", "--type", "nope"], "nope.py: pass --config FILE or --type with one of: bigram, "),
+    (["-i", "{d}/words.txt", "--type", "nope"], "no config for model type 'nope': pass --config FILE or --type with one of: bigram, "),
     (["-i", "{d}/words.txt", "--max-steps", "ten"], "argument --max-steps: invalid int value: 'ten': see "),
     (["-i", "{d}/words.txt", "-o", "{d}/file"], "is a file: pass -o with a directory"),
     (["-i", "{d}/words.txt", "-o", "{d}/file/run"], "(Not a directory): pass -o with a writable directory"),
@@ -115,7 +115,7 @@ def truncate(path):
     (lambda run: truncate(run / "checkpoints/best/20/metrics/metrics"), "best is damaged (Expecting"),
     (lambda run: shutil.rmtree(run / "checkpoints/best/20/default"), "best/20 is damaged (default/_METADATA changed"),
     (lambda run: edit_json(run / "config.json", n_embd=32),
-     "does not fit config.json and dataset.json (opt_state/1/0/mu/h_0/attn/c_attn/bias is (48,), they make it (96,))"
+     "does not fit config.json and dataset.json (opt_state/0/inner_state/1/0/mu/h_0/attn/c_attn/bias is (48,), they make it (96,))"
      ": the files were changed or written by another version; restore them or train again with another -o"),
     (lambda run: edit_json(run / "dataset.json", chars="abcdefghz"), "does not fit config.json and dataset.json"),
     (lambda run: truncate(run / "dataset.json"), "dataset.json cannot be read ("),
@@ -139,9 +139,9 @@ def test_resume_refuses_a_damaged_latest_checkpoint(files, capsys):
 def test_sample_refuses(files, tmp_path, capsys):
     run = files / "run"
     before = tree_digest(run)
-    assert "--prefix has characters 'xz' that are not in the vocabulary: use only 'abcdefgh'" in fails(
+    assert "prefix has characters 'xz' that are not in the vocabulary: use only 'abcdefgh'" in fails(
         capsys, ["-o", run, "--prefix", "axz"], sample=True)
-    assert "need --temperature >= 0" in fails(capsys, ["-o", run, "--temperature", "-1"], sample=True)
+    assert "sampling temperature must be 0 (greedy) or more, got -1.0" in fails(capsys, ["-o", run, "--temperature", "-1"], sample=True)
     assert "holds no run: train one first with train.py -o" in fails(capsys, ["-o", tmp_path], sample=True)
     assert f"cannot write --out {tmp_path}/no/such.txt (No such file or directory): pass a writable path" in fails(
         capsys, ["-o", run, "-n", 2, "--out", tmp_path / "no/such.txt"], sample=True)

@@ -12,7 +12,7 @@ def test_same_seed_same_metrics_and_samples_another_seed_differs(tmp_path, capsy
     words = write_words(tmp_path / "words.txt")
     train = lambda seed, name: ["-i", str(words), "-o", str(tmp_path / name), "--seed", str(seed), *RUN]
     for seed, name in ((1, "a"), (1, "b"), (2, "c")):
-        cli.train_main(cli.train_parser().parse_args(train(seed, name)), ROOT / "configs")
+        cli.train_main(cli.train_parser().parse_args(train(seed, name)))
     metrics = {name: (tmp_path / name / "metrics.jsonl").read_bytes() for name in "abc"}
     assert metrics["a"] == metrics["b"] != metrics["c"]
     samples = {}

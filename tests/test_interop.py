@@ -67,8 +67,7 @@ def test_import_sample_resume_export_and_compare(words_file, tmp_path, capsys):
     assert (config["n_layer"], config["n_head"], config["n_embd"]) == (1, 2, 16)
     cli.sample_main(cli.sample_parser().parse_args(["-o", str(workdir), "-n", "5"]))
     cli.train_main(cli.train_parser().parse_args(["-o", str(workdir), "--resume", "--max-steps", "20",
-                                                  "--eval-every", "10", "--log-every", "10", "--no-progress"]),
-                   configs_dir=ROOT / "configs")
+                                                  "--eval-every", "10", "--log-every", "10", "--no-progress"]))
     interop.main(["export", "-o", str(workdir), str(tmp_path / "back.pt")])
     back = torch.load(tmp_path / "back.pt", weights_only=True)
     assert set(back) == set(reference.state_dict())

@@ -41,7 +41,7 @@ else:
             die()
         return await finalize(self)
     atomicity.AtomicRenameTemporaryPath.finalize = killing_finalize
-cli.run(functools.partial(cli.train_main, configs_dir=sys.argv.pop(1)), cli.train_parser())
+cli.run(cli.train_main, cli.train_parser())
 """
 
 # where each run is killed, and what its checkpoints are then: steps kept, and temporary directories
@@ -61,8 +61,7 @@ def checkpoints(run):
 
 
 def restored(run, which):
-    workdir = WorkDir(run)
-    return workdir.restore(train.create_train_state(workdir.load_config(), workdir.load_dataset().vocab), which)
+    return inference.load(run, which).state
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +70,11 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("interrupted")
     words = write_words(d / "words.txt")
     (d / "driver.py").write_text(DRIVER)
-    killed = {where: subprocess.Popen([sys.executable, str(d / "driver.py"), where, str(ROOT / "configs"), "-i",
+    killed = {where: subprocess.Popen([sys.executable, str(d / "driver.py"), where, "-i",
                                        str(words), "-o", str(d / f"killed{i}"), *RUN], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True)
               for i, where in enumerate(KILLS)}
-    cli.train_main(cli.train_parser().parse_args(["-i", str(words), "-o", str(d / "whole"), *RUN]), ROOT / "configs")
+    cli.train_main(cli.train_parser().parse_args(["-i", str(words), "-o", str(d / "whole"), *RUN]))
     for where, process in killed.items():
         assert process.wait(timeout=300) == -signal.SIGKILL, process.stderr.read()
     return d / "whole", {where: d / f"killed{i}" for i, where in enumerate(KILLS)}
@@ -89,7 +88,7 @@ def test_resumed_after_kill_9_equals_the_run_never_stopped(runs, where):
     if where == "step 30":  # a kill in the middle of a metrics line leaves it cut short
         with open(run / "metrics.jsonl", "a") as f:
             f.write('{"step": 30, "lo')
-    cli.train_main(cli.train_parser().parse_args(["-o", str(run), "--resume", "--no-progress"]), ROOT / "configs")
+    cli.train_main(cli.train_parser().parse_args(["-o", str(run), "--resume", "--no-progress"]))
     assert checkpoints(run) == checkpoints(whole) == ({"best": checkpoints(whole)[0]["best"], "latest": [60]}, [])
     for which in ("latest", "best"):
         for a, b in zip(jax.tree.leaves(restored(whole, which)), jax.tree.leaves(restored(run, which)), strict=True):
@@ -104,7 +103,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(runs, tmp_path):
     for name in ("config.json", "dataset.json"):
         shutil.copy(whole / name, run)
     (run / "metrics.jsonl").write_text((whole / "metrics.jsonl").read_text().splitlines(keepends=True)[0])
-    cli.train_main(cli.train_parser().parse_args(["-o", str(run), "--resume", "--no-progress"]), ROOT / "configs")
+    cli.train_main(cli.train_parser().parse_args(["-o", str(run), "--resume", "--no-progress"]))
     for a, b in zip(jax.tree.leaves(restored(whole, "latest")), jax.tree.leaves(restored(run, "latest")), strict=True):
         np.testing.assert_array_equal(a, b)
     assert (run / "metrics.jsonl").read_bytes() == (whole / "metrics.jsonl").read_bytes()

@@ -21,4 +21,4 @@ def test_colab_notebook_trains_plots_and_samples(tmp_path, monkeypatch):
     assert "CpuDevice(id=0)" in text
     assert "step 20 | test_loss" in text  # trained the steps asked for, then evaluated
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 1  # the loss curve
-    assert "novelty:" in text and "of 20 samples are new" in text
+    assert "20 names: " in text and len(text.split("20 names: ")[1].split("\n")[0].split(", ")) == 20

@@ -11,13 +11,13 @@ import optax
 import pytest
 
 from conftest import ROOT
-from mmjax import cli, train
+from mmjax import cli, losses, optimizers, train
 from mmjax.config import base_config
 from mmjax.input_pipeline import Dataset, read_words
 from test_bad_input import tree_digest
 
 SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
-TRAIN = functools.partial(cli.train_main, configs_dir=ROOT / "configs")
+TRAIN = cli.train_main
 DIVERGES = "3e38"  # AdamW's first steps move every parameter by about the learning rate: float32 overflows
 
 
@@ -74,9 +74,9 @@ def test_a_non_finite_evaluation_is_never_saved(run, capsys):
 def gradients(words_file_module):
     """A small Transformer's parameters and its gradients on 64 words."""
     dataset = Dataset.from_words(read_words(words_file_module), seed=0)
-    state = train.create_train_state(sized(), dataset.vocab)
+    state = train.create_train_state(sized(), dataset.vocab, jax.random.PRNGKey(sized().seed))
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words[:64]))
-    grads = jax.jit(jax.grad(lambda p: train.loss_fn(p, state, x_nt, y_nt)[0]))(state.params)
+    grads = jax.jit(jax.grad(lambda p: losses.loss_fn(p, state, x_nt, y_nt)[0]))(state.params)
     return state.params, grads, float(optax.tree.norm(grads))
 
 
@@ -87,7 +87,7 @@ def sized(**changes):
 
 
 def first_update(config, params, grads):
-    tx = train.make_optimizer(config)
+    tx = optimizers.make_optimizer(config)
     return tx.update(grads, tx.init(params), params)[0]
 
 
@@ -112,7 +112,7 @@ def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients):
     # Adam's first step hardly depends on the gradient's scale, but it does on eps: not the unclipped update
     assert not all(np.allclose(a, b, rtol=1e-7, atol=0) for a, b in zip(
         jax.tree.leaves(clipped), jax.tree.leaves(first_update(sized(), params, grads))))
-    states = [train.make_optimizer(sized(grad_clip=c)).init(params) for c in (0.0, 1.0)]
+    states = [optimizers.make_optimizer(sized(grad_clip=c)).init(params) for c in (0.0, 1.0)]
     assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])  # so --resume can turn clipping on
-    config = cli.resolve_config(cli.train_parser().parse_args(["--grad-clip", "0.5"]), ROOT / "configs")
+    config = cli.resolve_config(cli.train_parser().parse_args(["--grad-clip", "0.5"]))
     assert config.grad_clip == 0.5

@@ -10,7 +10,8 @@ import pytest
 
 from mmjax import interop
 from mmjax.config import base_config
-from mmjax.train import cross_entropy, make_optimizer
+from mmjax.losses import cross_entropy
+from mmjax.optimizers import make_optimizer
 
 torch = pytest.importorskip("torch")
 from mmjax import torch_models  # noqa: E402

@@ -19,7 +19,7 @@ def run(tmp_path_factory):
     out = tmp / "out"
     argv = ["-i", str(write_words(tmp / "words.txt")), "-o", str(out), "--type", "mlp_bn", "--max-steps", "300",
             "--eval-every", "100", "--no-progress"]
-    cli.train_main(cli.train_parser().parse_args(argv), configs_dir=ROOT / "configs")
+    cli.train_main(cli.train_parser().parse_args(argv))
     return out
 
 

@@ -16,7 +16,7 @@ TARGETS = {"transformer": 1.985, "mlp": 2.065, "gru": 2.045, "rnn": 2.095, "bow"
 
 def final_test_loss(model_type, names_file, workdir):
     cli.train_main(cli.train_parser().parse_args(["-i", str(names_file), "-o", str(workdir), "--type", model_type,
-                                                  "--no-progress"]), configs_dir=ROOT / "configs")
+                                                  "--no-progress"]))
     return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if "test_loss" in l][-1]
 
 

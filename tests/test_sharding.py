@@ -34,7 +34,7 @@ from mmjax.input_pipeline import Dataset, read_words
 dataset = Dataset.from_words(read_words(sys.argv[1]), seed=0)
 config = base_config()
 config.update(n_layer=1, n_head=2, n_embd=16, batch_size=int(sys.argv[3]))
-state, (x_nt, y_nt), batch_sharding = train.to_devices(train.create_train_state(config, dataset.vocab),
+state, (x_nt, y_nt), batch_sharding = train.to_devices(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)),
                                                       dataset.vocab.encode_words(dataset.train_words), config.batch_size)
 state, _ = train.train_steps(state, x_nt, y_nt, num_steps=20, batch_size=config.batch_size,
                              batch_sharding=batch_sharding)
@@ -53,7 +53,7 @@ jax.distributed.initialize = lambda: backends_started.append(xla_bridge.backends
 train_and_evaluate = train.train_and_evaluate
 train.train_and_evaluate = lambda *args, **kwargs: trained.append(train_and_evaluate(*args, **kwargs))
 args = cli.train_parser().parse_args(["--distributed", *sys.argv[1:]])
-cli.train_main(args, configs_dir=pathlib.Path.cwd() / "configs")
+cli.train_main(args)
 save_params(pathlib.Path(args.work_dir) / "trained.npz", trained[0].params)
 print(backends_started)
 """
@@ -65,7 +65,7 @@ from mmjax import train
 from mmjax.workdir import WorkDir
 workdir = WorkDir(sys.argv[1])
 config, dataset = workdir.load_config(), workdir.load_dataset()
-state = workdir.restore(train.create_train_state(config, dataset.vocab))
+state = workdir.restore(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
 state = train.to_devices(state, (), config.batch_size)[0]
 assert jax.device_count() == len(state.params["lm_head"]["kernel"].sharding.device_set)
 save_params(sys.argv[2], state.params)
@@ -134,7 +134,7 @@ def test_only_process_0_logs_prints_and_samples(words_file, tmp_path, monkeypatc
     saved = []
     monkeypatch.setattr(WorkDir, "save", lambda self, state, score: saved.append(int(state.step)))
     argv = ["-i", str(words_file), "-o", str(tmp_path / "run"), "--type", "bigram", *SMALL]  # bigram: compiles fast
-    cli.train_main(cli.train_parser().parse_args(argv), configs_dir=ROOT / "configs")
+    cli.train_main(cli.train_parser().parse_args(argv))
     assert saved == [10, 20]  # every process saves
     assert not (tmp_path / "run").exists()  # no config, dataset, metrics.jsonl or TensorBoard events
     monkeypatch.setattr(WorkDir, "restore", lambda self, state, which: state)

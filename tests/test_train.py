@@ -10,13 +10,14 @@ from conftest import ROOT
 from mmjax import cli, train
 from mmjax.config import base_config
 from mmjax.input_pipeline import Dataset, read_words
+from mmjax.losses import cross_entropy, loss_fn
 from mmjax.workdir import WorkDir
 
 SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
 
 
 def run_train(*argv):
-    cli.train_main(cli.train_parser().parse_args([str(a) for a in argv]), configs_dir=ROOT / "configs")
+    cli.train_main(cli.train_parser().parse_args([str(a) for a in argv]))
 
 
 def small_config(**changes):
@@ -28,7 +29,7 @@ def small_config(**changes):
 def test_cross_entropy_matches_hand_computation():
     logits_btv = jnp.array([[[0.0, 1.0, 2.0], [3.0, 0.0, 0.0], [5.0, 5.0, 5.0]]])
     y_bt = jnp.array([[2, 0, -1]])
-    nll_sum, count = train.cross_entropy(logits_btv, y_bt)
+    nll_sum, count = cross_entropy(logits_btv, y_bt)
     expected = -(2 - math.log(1 + math.e + math.e ** 2)) - (3 - math.log(math.e ** 3 + 2))
     assert int(count) == 2 and float(nll_sum) == pytest.approx(expected, rel=1e-6)
 
@@ -36,7 +37,7 @@ def test_cross_entropy_matches_hand_computation():
 def test_loss_falls_on_a_small_file(words_file):
     dataset = Dataset.from_words(read_words(words_file), seed=0)
     config = small_config()
-    state = train.create_train_state(config, dataset.vocab)
+    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
     before = train.evaluate(state, x_nt, y_nt, 500)
     state, losses = train.train_steps(state, x_nt, y_nt, num_steps=300, batch_size=32)
@@ -49,13 +50,13 @@ def test_loss_falls_on_a_small_file(words_file):
 def test_checkpoint_round_trip(tmp_path, words_file):
     dataset = Dataset.from_words(read_words(words_file), seed=0)
     config = small_config()
-    state = train.create_train_state(config, dataset.vocab)
+    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
     state, _ = train.train_steps(state, x_nt, y_nt, num_steps=5, batch_size=8)
     workdir = WorkDir(tmp_path / "run")
     workdir.create(config, dataset)
     workdir.save(state, score=1.0)
-    fresh = train.create_train_state(config, dataset.vocab)
+    fresh = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     restored = WorkDir(tmp_path / "run").restore(fresh)
     assert int(restored.step) == 5
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
@@ -70,7 +71,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, words_file):
     run_train("-o", tmp_path / "split", "--resume", "--max-steps", 300, "--no-progress")
     config = WorkDir(tmp_path / "whole").load_config()
     dataset = WorkDir(tmp_path / "whole").load_dataset()
-    template = train.create_train_state(config, dataset.vocab)
+    template = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     whole = WorkDir(tmp_path / "whole").restore(template)
     split = WorkDir(tmp_path / "split").restore(template)
     assert int(whole.step) == int(split.step) == 300
@@ -93,9 +94,10 @@ def test_a_run_compiles_its_train_and_eval_steps_once(tmp_path, words_file):
 def test_mixed_precision_keeps_float32_parameters_and_a_close_loss(words_file):
     dataset = Dataset.from_words(read_words(words_file), seed=0)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words[:64]))
-    states = {dtype: train.create_train_state(small_config(compute_dtype=dtype), dataset.vocab)
+    config = small_config()
+    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    losses = {dtype: float(loss_fn(state.params, state, x_nt, y_nt, compute_dtype=dtype)[0])
               for dtype in ("float32", "bfloat16")}
-    losses = {dtype: float(train.loss_fn(s.params, s, x_nt, y_nt)[0]) for dtype, s in states.items()}
     assert losses["bfloat16"] != losses["float32"] and abs(losses["bfloat16"] - losses["float32"]) < 0.02
-    state, _ = train.train_steps(states["bfloat16"], x_nt, y_nt, num_steps=3, batch_size=8)
+    state, _ = train.train_steps(state, x_nt, y_nt, num_steps=3, batch_size=8, compute_dtype="bfloat16")
     assert {str(leaf.dtype) for leaf in jax.tree.leaves((state.params, state.opt_state))} == {"float32", "int32"}

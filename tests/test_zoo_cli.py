@@ -16,9 +16,8 @@ def test_every_model_trains_resumes_and_samples(model_type, words_file, tmp_path
              "--log-every", "20", "--no-progress"]
     parse = cli.train_parser().parse_args
     cli.train_main(parse(["-i", str(words_file), "-o", str(workdir), "--type", model_type, "--max-steps", "20",
-                          *small]), configs_dir=ROOT / "configs")
-    cli.train_main(parse(["-o", str(workdir), "--resume", "--max-steps", "40", "--no-progress"]),
-                   configs_dir=ROOT / "configs")
+                          *small]))
+    cli.train_main(parse(["-o", str(workdir), "--resume", "--max-steps", "40", "--no-progress"]))
     evals = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if "test_loss" in l]
     losses = [e["test_loss"] for e in evals]
     assert len(losses) == (1 if model_type == "bigram_counts" else 2)  # counting is one step

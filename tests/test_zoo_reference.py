@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 from conftest import ROOT
 
-from mmjax.config import load_config
+from mmjax.config import get_config
 from mmjax.errors import UserError
 from mmjax.models import create_model
 from mmjax.models.rnn import RNN
@@ -27,7 +27,7 @@ PARAMETERS = {  # by hand; the first five are makemore's counts (reference.md)
 
 
 def config(name):
-    return load_config(ROOT / "configs" / f"{name}.py")
+    return get_config(name)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -3,9 +3,9 @@
 Every model is a Flax Linen module built as `Model(vocab_size=V, block_size=T, **sizes)`, its other
 fields filled from the config fields of the same names, with:
 
-- `__call__(idx_bt) -> logits_btv`: every position at once; position t sees tokens 0..t only.
-  BatchNorm models take `train=False`; `train=True` normalises with batch statistics and updates
-  the `batch_stats` collection.
+- `__call__(idx_bt, train=False) -> logits_btv`: every position at once; position t sees tokens
+  0..t only. `train=True` is the training pass: BatchNorm normalises with batch statistics and
+  updates the `batch_stats` collection (dropout, where a model has it, draws on the `dropout` rng).
 - `decode_init(batch_size) -> carry`: the decode state before any token, a pytree of arrays.
 - `decode_step(carry, token_b) -> (logits_bv, carry)`: feeds each sequence's next token (the first
   call feeds the start token 0 at position 0) and returns the logits for the token after it, equal
@@ -49,7 +49,8 @@ def model_fields(model_type):
 def create_model(config, vocab_size, block_size):
     if config.type not in MODELS:
         raise UserError(f"unknown model type {config.type!r}: choose one of {', '.join(MODELS)}")
-    sizes = {name: config[name] for name in model_fields(config.type) if name in config}
+    # a field left None in the config takes the model's own default
+    sizes = {name: config[name] for name in model_fields(config.type) if config.get(name) is not None}
     if "n_head" in sizes and sizes["n_embd"] % sizes["n_head"]:
         raise UserError(f"n_embd {sizes['n_embd']} is not divisible by n_head {sizes['n_head']}: change one of them")
     return MODELS[config.type](vocab_size=vocab_size, block_size=block_size, **sizes)

@@ -13,7 +13,7 @@ class Bigram(nn.Module):
     def setup(self):
         self.logits = self.param("logits", nn.initializers.zeros, (self.vocab_size, self.vocab_size))
 
-    def __call__(self, idx_bt):
+    def __call__(self, idx_bt, train: bool = False):
         return self.logits[idx_bt]
 
     def decode_init(self, batch_size):

@@ -17,7 +17,7 @@ class BigramCounts(nn.Module):
     def setup(self):
         self.counts = self.param("counts", nn.initializers.zeros, (self.vocab_size, self.vocab_size))
 
-    def __call__(self, idx_bt):
+    def __call__(self, idx_bt, train: bool = False):
         # log of the smoothed conditional probabilities: already normalised, so softmax leaves them as they are
         smoothed_vv = self.counts + self.alpha
         return jnp.log(smoothed_vv / smoothed_vv.sum(axis=1, keepdims=True))[idx_bt]

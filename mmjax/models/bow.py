@@ -51,7 +51,7 @@ class BoW(nn.Module):
         self.context_block = BoWBlock(self.n_embd, self.n_embd2)
         self.lm_head = Linear(self.vocab_size, self.n_embd)
 
-    def __call__(self, idx_bt):
+    def __call__(self, idx_bt, train: bool = False):
         T = idx_bt.shape[1]
         x_btc = self.wte(idx_bt) + self.wpe(jnp.arange(T))
         mean_btc = jnp.cumsum(x_btc, axis=1) / jnp.arange(1, T + 1)[:, None]

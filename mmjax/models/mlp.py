@@ -30,7 +30,7 @@ class MLP(nn.Module):
         x_bkc = self.wte(context_bk)
         return self.mlp_2(jnp.tanh(self.mlp_0(x_bkc.reshape(*context_bk.shape[:-1], -1))))
 
-    def __call__(self, idx_bt):
+    def __call__(self, idx_bt, train: bool = False):
         T, K = idx_bt.shape[1], self.block_size
         padded_bp = jnp.pad(idx_bt, ((0, 0), (K - 1, 0)), constant_values=self.vocab_size)
         # Token t - k sits at padded index t + K - 1 - k.

@@ -82,7 +82,7 @@ class RNN(nn.Module):
         self.scan = nn.RNN(self.recurrence)
         self.lm_head = Linear(self.vocab_size, self.n_embd2)
 
-    def __call__(self, idx_bt):
+    def __call__(self, idx_bt, train: bool = False):
         h_btc = self.scan(self.wte(idx_bt), initial_carry=self.decode_init(idx_bt.shape[0]))
         return self.lm_head(h_btc)
 

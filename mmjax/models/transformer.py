@@ -77,7 +77,7 @@ class Transformer(nn.Module):
         self.ln_f = LayerNorm()
         self.lm_head = Linear(self.vocab_size, self.n_embd, use_bias=False)
 
-    def __call__(self, idx_bt):
+    def __call__(self, idx_bt, train: bool = False):
         x_btc = self.wte(idx_bt) + self.wpe(jnp.arange(idx_bt.shape[1]))
         for block in self.h:
             x_btc, _ = block(x_btc)

@@ -1,0 +1,2 @@
+"""One config per model type; installed as the package `mmjax.configs` (see pyproject.toml), read with
+mmjax.get_config(TYPE)."""

@@ -1,0 +1,14 @@
+"""python -m mmjax train|sample [flags]: the commands mmjax-train and mmjax-sample."""
+
+import sys
+
+from mmjax import cli
+
+COMMANDS = {"train": cli.train_command, "sample": cli.sample_command}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(f"usage: python -m mmjax {{{','.join(COMMANDS)}}} [flags]; python -m mmjax train -h lists the flags",
+              file=sys.stderr)
+        sys.exit(2)
+    COMMANDS[sys.argv[1]](sys.argv[2:], prog=f"python -m mmjax {sys.argv[1]}")

@@ -1,0 +1,80 @@
+"""Optimisers and learning-rate schedules, chosen by the config (`optimizer`, `lr_schedule`).
+
+The hyper-parameters (HYPERPARAMS) sit in the optimiser state through `optax.inject_hyperparams`, as
+arrays: they can differ per model under `jax.vmap`, and a resumed run changes them without compiling
+again. The schedule multiplies the whole update, as a scheduled learning rate would.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmjax.errors import UserError
+
+HYPERPARAMS = ("learning_rate", "weight_decay", "b1", "b2", "grad_clip")
+
+
+def clip_by_global_norm(max_norm):
+    """optax's clipping, off at max_norm 0: a `where`, not a Python `if`, so that the bound can be a traced
+    value (one per model under vmap)."""
+    clip = optax.clip_by_global_norm(max_norm)
+
+    def update(updates, state, params=None):
+        clipped, state = clip.update(updates, state, params)
+        return jax.tree.map(lambda c, u: jnp.where(max_norm > 0, c, u), clipped, updates), state
+
+    return optax.GradientTransformation(clip.init, update)
+
+
+def adamw(learning_rate, weight_decay, b1, b2, grad_clip, eps):
+    """makemore.py's AdamW (decoupled weight decay on every parameter)."""
+    return optax.chain(clip_by_global_norm(grad_clip),
+                       optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+
+
+def sgd(learning_rate, weight_decay, b1, b2, grad_clip, eps):
+    """The lectures' plain SGD, with weight decay added to the gradient (b1, b2, eps unused)."""
+    del b1, b2, eps
+    return optax.chain(clip_by_global_norm(grad_clip), optax.add_decayed_weights(weight_decay),
+                       optax.sgd(learning_rate))
+
+
+OPTIMIZERS = {"adamw": adamw, "sgd": sgd}
+
+# Each schedule is a multiplier of the learning rate, a function of the step.
+SCHEDULES = {
+    "constant": lambda config: optax.constant_schedule(1.0),
+    # the lectures' drop: x lr_decay_factor from step lr_decay_steps on
+    "step": lambda config: optax.piecewise_constant_schedule(1.0, {config.lr_decay_steps: config.lr_decay_factor}),
+    # linear warm-up from 0 over warmup_steps, then cosine decay to lr_decay_factor at max_steps
+    "warmup_cosine": lambda config: optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, config.warmup_steps, max(config.max_steps, config.warmup_steps + 1), config.lr_decay_factor),
+}
+
+
+def make_optimizer(config):
+    if config.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if config.lr_schedule not in SCHEDULES:
+        raise UserError(f"unknown lr_schedule {config.lr_schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    optimizer = optax.inject_hyperparams(OPTIMIZERS[config.optimizer], static_args="eps")(
+        eps=config.eps, **{name: config[name] for name in HYPERPARAMS})
+    return optax.chain(optimizer, optax.scale_by_schedule(SCHEDULES[config.lr_schedule](config)))
+
+
+def hyperparams(opt_state):
+    """The hyper-parameters in an optimiser state made by make_optimizer."""
+    return opt_state[0].hyperparams
+
+
+def with_hyperparams(opt_state, config):
+    """The optimiser state with the config's hyper-parameters (a resumed run may have changed them)."""
+    injected = opt_state[0]
+    values = {name: jnp.full_like(value, config[name]) for name, value in injected.hyperparams.items()}
+    return (injected._replace(hyperparams=values), *opt_state[1:])
+
+
+def learning_rate(opt_state, config):
+    """The learning rate of the next step."""
+    schedule = SCHEDULES[config.lr_schedule](config)
+    return hyperparams(opt_state)["learning_rate"] * schedule(opt_state[1].count)
