@@ -137,8 +137,11 @@ def test_only_process_0_logs_prints_and_samples(words_file, tmp_path, monkeypatc
     cli.train_main(cli.train_parser().parse_args(argv))
     assert saved == [10, 20]  # every process saves
     assert not (tmp_path / "run").exists()  # no config, dataset, metrics.jsonl or TensorBoard events
-    monkeypatch.setattr(WorkDir, "restore", lambda self, state, which: state)
     config = base_config()
     config.type = "bigram"
-    assert cli.print_samples(WorkDir(tmp_path / "run"), config, Dataset.from_words(read_words(words_file), 0)) == []
+    monkeypatch.setattr(jax, "process_index", lambda backend=None: 0)  # process 0 writes the shared work dir
+    WorkDir(tmp_path / "run").create(config, Dataset.from_words(read_words(words_file), 0))
+    monkeypatch.setattr(jax, "process_index", lambda backend=None: 1)
+    monkeypatch.setattr(WorkDir, "restore", lambda self, state, which: state)
+    assert cli.print_samples(WorkDir(tmp_path / "run"), config) == []
     assert capsys.readouterr() == ("", "")  # no progress bar, evaluations or samples
