@@ -24,9 +24,9 @@ def small_config(model_type="transformer", **changes):
     return get_config(model_type, **{**SMALL_FIELDS, **changes})
 
 
-def fresh_state(config, vocab):
-    """A new train state for `config` and `vocab`, seeded by config.seed as train.py seeds it."""
-    return create_train_state(config, vocab, jax.random.PRNGKey(config.seed))
+def fresh_state(config, vocab, seed=None):
+    """A new train state for `config` and `vocab`, seeded by config.seed as train.py seeds it (or `seed`)."""
+    return create_train_state(config, vocab, jax.random.PRNGKey(config.seed if seed is None else seed))
 
 
 def train(*argv):

@@ -1,8 +1,7 @@
 """Faults a user meets: a second train.py on a work dir in use, sample.py while a run trains there, a kill -9,
 and a full disk at each place that writes. Real processes: the disk fills through an LD_PRELOAD shim
-(tests/enospc.c) whose write(2) fails with ENOSPC on the chosen files, as a full disk makes it fail."""
+(tests/faults.c) whose write(2) fails with ENOSPC on the chosen files, as a full disk makes it fail."""
 
-import shutil
 import signal
 import subprocess
 import time
@@ -11,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_words
+from conftest import write_words
 from helpers import SMALL, assert_refused, command, run_command, train
 from mmjax import inference
 from mmjax.workdir import WorkDir
@@ -30,22 +29,12 @@ DISK_FULL = {
 
 
 @pytest.fixture(scope="module")
-def enospc(tmp_path_factory):
-    """The environment that makes a command's writes to files matching `path` fail with ENOSPC."""
-    if not shutil.which("cc"):
-        pytest.skip("no C compiler for the ENOSPC shim")
-    lib = tmp_path_factory.mktemp("shim") / "enospc.so"
-    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(ROOT / "tests" / "enospc.c"), "-ldl"], check=True)
-    return lambda path, after=0: {"LD_PRELOAD": str(lib), "ENOSPC_PATH": path, "ENOSPC_AFTER": str(after)}
-
-
-@pytest.fixture(scope="module")
-def disk_full(enospc, tmp_path_factory):
+def disk_full(faults, tmp_path_factory):
     """A run never stopped, and the same run on a disk that fills at each place of DISK_FULL (in parallel)."""
     d = tmp_path_factory.mktemp("disk_full")
     words = write_words(d / "words.txt")
     runs = {case: d / f"run{i}" for i, case in enumerate(DISK_FULL)}
-    processes = {case: command("train.py", "-i", words, "-o", runs[case], *RUN, env=enospc(*DISK_FULL[case][:2]))
+    processes = {case: command("train.py", "-i", words, "-o", runs[case], *RUN, env=faults(ENOSPC_PATH=DISK_FULL[case][0], ENOSPC_AFTER=DISK_FULL[case][1]))
                  for case in DISK_FULL}
     train("-i", words, "-o", d / "whole", *RUN)
     results = {case: (p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for case, p in processes.items()}
@@ -62,7 +51,7 @@ def assert_same_run(run, whole):
 
 
 @pytest.mark.parametrize("case", DISK_FULL)
-def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes(disk_full, case, enospc):
+def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes(disk_full, case, faults):
     words, whole, runs, results = disk_full
     run = runs[case]
     assert_refused(results[case], DISK_FULL[case][2].format(run=run) + " (No space left on device)")
@@ -75,7 +64,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes(disk_full, case, e
         if case == "metrics line":  # dropping the metrics after the checkpoint fails too: the file stays whole
             before = (run / "metrics.jsonl").read_bytes()
             assert_refused(run_command("train.py", "-o", run, "--resume", "--no-progress",
-                                       env=enospc("metrics.jsonl.tmp")), f"cannot write {run}/metrics.jsonl")
+                                       env=faults(ENOSPC_PATH="metrics.jsonl.tmp")), f"cannot write {run}/metrics.jsonl")
             assert (run / "metrics.jsonl").read_bytes() == before
         train("-o", run, "--resume", "--no-progress")
     assert_same_run(run, whole)
