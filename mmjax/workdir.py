@@ -4,6 +4,8 @@ checkpoints/latest holds the newest evaluated state, checkpoints/best the one wi
 loss; each is params, optimizer state, step and the batch-sampling PRNG key. Orbax writes each
 checkpoint to a temporary directory and renames it when complete, so a crash never leaves a partial
 checkpoint that could be restored (the temporary directory is deleted when the run is resumed).
+The process that trains holds train.lock (flock), so that a second one is refused; a failed write (a full
+disk) is one UserError that names it, and leaves what was written before it restorable.
 """
 
 import contextlib

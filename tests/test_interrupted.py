@@ -79,3 +79,6 @@ def test_resumed_after_kill_9_equals_the_run_never_stopped(runs, case):
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
             np.testing.assert_array_equal(a, b)
     assert (run / "metrics.jsonl").read_bytes() == (whole / "metrics.jsonl").read_bytes()
+    if case[0] == "mlp_bn":  # --config FILE: the run's config is the file's
+        config = inference.load(run).config
+        assert (config.type, config.optimizer, config.lr_decay_steps, config.n_embd2) == ("mlp_bn", "sgd", 30, 16)
