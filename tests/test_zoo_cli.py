@@ -34,7 +34,6 @@ def test_every_model_trains_resumes_samples_and_learns(model_type, chain_words, 
     losses = [m["test_loss"] for m in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
               if "test_loss" in m]
     assert len(losses) == (1 if model_type == "bigram_counts" else 2)  # counting is one step
-    print(model_type, losses)
     assert losses[-1] < math.log(9) - 0.6 and losses[-1] <= losses[0]  # uniform guesses: ln 9 = 2.2
     capsys.readouterr()
     cli.sample_main(cli.sample_parser().parse_args(["-o", str(workdir), "-n", "20", "--prefix", "a"]))
