@@ -6,7 +6,8 @@
 
 Names map one to one: the flax path `h_0/attn/c_attn/kernel` is makemore's
 `transformer.h.0.attn.c_attn.weight` (Linear kernels are transposed; `embedding` and LayerNorm
-`scale` are `weight`). torch is needed only to read or write model.pt and for `compare`.
+`scale` are `weight`); the LSTM's per-gate tensors are stacked as torch's nn.LSTMCell stacks them.
+torch is needed only to read or write model.pt and for `compare`.
 """
 
 import re
@@ -25,6 +26,8 @@ from mmjax.workdir import WorkDir
 MAKEMORE_TYPES = ("bigram", "mlp", "rnn", "gru", "bow", "transformer")  # and the LSTM in the same frame
 CONVERTIBLE_TYPES = MAKEMORE_TYPES + ("lstm",)
 MASK_BUFFER = re.compile(r"^(transformer\.h\.\d+\.attn\.bias|context_block\.cbow\.bias)$")
+LSTM_GATES = "ifgo"  # the order in which torch's nn.LSTMCell stacks its gates' rows
+LSTM_TENSORS = ("cell.weight_ih", "cell.weight_hh", "cell.bias_ih", "cell.bias_hh")
 
 
 def makemore_module(model_type, modules):
@@ -63,6 +66,30 @@ def mask_buffers(model_type, tensors):
         return {"context_block.cbow.bias": tril_tt[None]}
     layers = sorted({int(k.split(".")[2]) for k in tensors if k.startswith("transformer.h.")})
     return {f"transformer.h.{i}.attn.bias": tril_tt[None, None] for i in layers}
+
+
+def lstm_to_torch(tensors):
+    """flax's per-gate LSTM tensors (`cell.ii.weight`, ..., `cell.ho.bias`) as torch's nn.LSTMCell stacks
+    them; flax has one bias where torch has two: it goes to bias_ih, and bias_hh is zero."""
+    stack = lambda name: np.concatenate([tensors.pop(name.format(g)) for g in LSTM_GATES])
+    weight_ih, weight_hh, bias = stack("cell.i{}.weight"), stack("cell.h{}.weight"), stack("cell.h{}.bias")
+    return {**tensors, **dict(zip(LSTM_TENSORS, (weight_ih, weight_hh, bias, np.zeros_like(bias))))}
+
+
+def lstm_from_torch(tensors):
+    """torch's nn.LSTMCell tensors split into flax's per-gate ones (the two biases added)."""
+    missing = [name for name in LSTM_TENSORS if name not in tensors]
+    if missing:
+        raise UserError(f"the weights are not a torch nn.LSTMCell in makemore's frame: missing {missing}")
+    arrays = [tensors.pop(name) for name in LSTM_TENSORS]
+    uneven = [name for name, array in zip(LSTM_TENSORS, arrays) if len(array) % len(LSTM_GATES)]
+    if uneven or arrays[2].shape != arrays[3].shape:
+        raise UserError(f"{(uneven or LSTM_TENSORS[2:])[0]} does not stack 4 gates of one size as nn.LSTMCell does: "
+                        "pass an LSTM's state dict")
+    weight_ih, weight_hh, bias = (np.split(a, len(LSTM_GATES)) for a in (arrays[0], arrays[1], arrays[2] + arrays[3]))
+    for g, w_i, w_h, b in zip(LSTM_GATES, weight_ih, weight_hh, bias):
+        tensors.update({f"cell.i{g}.weight": w_i, f"cell.h{g}.weight": w_h, f"cell.h{g}.bias": b})
+    return tensors
 
 
 def read_state_dict(state_dict):
@@ -105,6 +132,8 @@ def from_makemore(state_dict, model_type, **model_config):
     """
     check_convertible(model_type)
     tensors = read_state_dict(state_dict)
+    if model_type == "lstm":
+        tensors = lstm_from_torch(tensors)
     sizes = {**shown_sizes(model_type, tensors), **model_config}
     for needed in ("vocab_size", "block_size"):
         if needed not in sizes:
@@ -137,6 +166,8 @@ def to_makemore(model_type, variables):
     check_convertible(model_type)
     tensors = {makemore_name(model_type, path): np.array(leaf.T if path[-1] == "kernel" else leaf)
                for path, leaf in named_leaves(variables["params"])}
+    if model_type == "lstm":
+        tensors = lstm_to_torch(tensors)
     return {**tensors, **mask_buffers(model_type, tensors)}
 
 

@@ -120,6 +120,7 @@ def new_run(config, workdir, input_file, encoding, max_word_length):
     words = input_pipeline.read_words(path, encoding, config.dedupe, max_word_length)
     dataset = input_pipeline.Dataset.from_words(words, config.seed)
     state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    data_parallel(config.batch_size)  # a batch that does not divide over the devices is refused before writing
     workdir.create(config, dataset)
     if jax.process_index() == 0:
         print(f"{len(words)} words from {path}: {len(dataset.train_words)} train, {len(dataset.test_words)} test, "

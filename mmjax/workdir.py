@@ -4,15 +4,19 @@ checkpoints/latest holds the newest evaluated state, checkpoints/best the one wi
 loss; each is params, optimizer state, step and the batch-sampling PRNG key. Orbax writes each
 checkpoint to a temporary directory and renames it when complete, so a crash never leaves a partial
 checkpoint that could be restored (the temporary directory is deleted when the run is resumed).
+The process that trains holds train.lock (flock), so that a second one is refused; a failed write (a full
+disk) is one UserError that names it, and leaves what was written before it restorable.
 """
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import pathlib
 import tempfile
+import time
 import types
 
 import jax
@@ -25,11 +29,14 @@ from mmjax.input_pipeline import Dataset, Vocab
 
 
 CHECKSUMS = "mmjax-sha256.json"  # in each checkpoint: its files' SHA-256
+LOCK = "train.lock"  # flock-ed by the process that trains in the work dir
+HELD_LOCKS = {}  # work dir path -> the open lock file of this process (flock conflicts between open files)
+READ_RETRIES = 5  # a checkpoint read while a run trains can be replaced under the reader: read it again
 
 
 def file_digests(directory):
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != CHECKSUMS}
+            for p in sorted(directory.rglob("*")) if p.is_file() and not p.name.startswith(CHECKSUMS)}
 
 
 def check_files(directory):
@@ -55,10 +62,18 @@ def check_shapes(directory, saved_tree, wanted_tree):
                         "written by another version; restore them or train again with another -o")
 
 
-def write_json(path, obj):
+def write_atomically(path, text):
+    """The whole text or, if writing fails (a full disk), the file as it was."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path, obj):
+    write_atomically(path, json.dumps(obj, indent=1, ensure_ascii=False))
 
 
 class WorkDir:
@@ -83,6 +98,7 @@ class WorkDir:
             return
         try:  # config.json last: it marks a complete run
             self.path.mkdir(parents=True, exist_ok=True)
+            self.lock()
             write_json(self.path / "dataset.json", {
                 "chars": "".join(dataset.vocab.chars), "max_word_length": dataset.vocab.max_word_length,
                 "train_words": dataset.train_words, "test_words": dataset.test_words})
@@ -91,11 +107,56 @@ class WorkDir:
             raise self._unwritable(e) from None
 
     def check_writable(self):
-        """Refuses, before anything is written, a work dir that cannot be written to (to resume it)."""
+        """Refuses, before anything is written, a work dir that cannot be written to or that another process
+        trains (to resume it); then holds it (`lock`)."""
         try:
             tempfile.TemporaryFile(dir=self.path).close()
         except OSError as e:
             raise self._unwritable(e) from None
+        self.lock()
+
+    def lock(self):
+        """Holds an OS lock (flock) on the work dir until this process ends, so that no other process trains
+        in it at the same time; the kernel releases it when the process dies, kill -9 included. With several
+        processes (hosts), process 0 holds it for all."""
+        if jax.process_index() != 0:
+            return
+        path, held = self.path / LOCK, HELD_LOCKS.get(self.path)
+        if held is not None and path.exists() and os.stat(path).st_ino == os.fstat(held.fileno()).st_ino:
+            return  # this process holds it already
+        try:
+            lock_file = open(path, "a+", encoding="utf-8")
+        except OSError as e:
+            raise self._unwritable(e) from None
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "?"
+            lock_file.close()
+            raise UserError(f"{self.path} is in use: another train.py (process {holder}) trains in it; wait for it "
+                            "to end, or pass another -o") from None
+        lock_file.truncate(0)
+        lock_file.write(str(os.getpid()))
+        lock_file.flush()
+        HELD_LOCKS[self.path] = lock_file
+
+    def training_elsewhere(self):
+        """Whether another process holds the work dir's lock (trains in it) now."""
+        try:
+            with open(self.path / LOCK, encoding="utf-8") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return HELD_LOCKS.get(self.path) is None
+        except OSError:  # no lock file: no run has trained here
+            return False
+
+    def _disk_full(self, what, e):
+        """A write that failed (a full disk, a quota): what is kept, and how to go on."""
+        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:100]
+        return UserError(f"cannot write {what} ({reason}), so training stopped (the checkpoints and metrics "
+                         f"before it are kept): free space on the disk, then train.py -o {self.path} --resume")
 
     def _unwritable(self, e):
         return UserError(f"cannot write to work dir {self.path} ({e.strerror}): pass -o with a writable directory")
@@ -135,39 +196,55 @@ class WorkDir:
         step = int(state.step)
         for which, metrics in (("best", {"score": score}), ("latest", None)):
             manager = self._manager(which)
-            manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
             directory = self.path / "checkpoints" / which / str(step)
-            if directory.exists() and jax.process_index() == 0:  # best keeps only the best step
-                write_json(directory / CHECKSUMS, file_digests(directory))
+            try:  # a save cut short stays a temporary directory, never restored
+                manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+                if directory.exists() and jax.process_index() == 0:  # best keeps only the best step
+                    write_json(directory / CHECKSUMS, file_digests(directory))
+            except Exception as e:  # OSError, or what orbax and tensorstore make of one
+                raise self._disk_full(f"checkpoint {directory}", e) from None
 
     def restore(self, initial_state, which="latest"):
         """The saved state of the same structure as `initial_state`: 'latest' (`initial_state` itself if the
         run stopped before its first checkpoint, so that resuming starts it over), or 'best'."""
-        directory = self.path / "checkpoints" / which
         absl = logging.getLogger("absl")  # orbax logs what it tolerates in a damaged checkpoint: one error here
         level = absl.level
         absl.setLevel(logging.CRITICAL)
         try:
-            manager = self._manager(which)
-            step = manager.latest_step() if which == "latest" else manager.best_step()
-            if step is None:
-                if which == "latest":
-                    return initial_state
-                raise UserError(f"{self.path} has no checkpoint yet (the run stopped before its first evaluation): "
-                                f"train.py -o {self.path} --resume")
-            directory = directory / str(step)
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial_state)
-            check_files(directory)
-            check_shapes(directory, manager.item_metadata(step).tree, abstract)
-            return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            for attempt in range(READ_RETRIES):
+                try:
+                    return self._restore(initial_state, which)
+                except UserError:
+                    raise
+                except Exception:
+                    # A run training here replaces its checkpoints under the reader: read the new one.
+                    if attempt + 1 == READ_RETRIES or not self.training_elsewhere():
+                        raise
+                    self._managers.pop(which)  # forget the steps it listed
+                    time.sleep(0.2)
         except UserError:
             raise
         except Exception as e:  # whatever orbax, tensorstore or json raise on a missing or truncated file
             reason = (str(e).splitlines() or [type(e).__name__])[0][:100]
-            raise UserError(f"checkpoint {directory} is damaged ({reason}): delete {self.path / 'checkpoints'} and "
-                            f"redo the run with train.py -o {self.path} --resume") from None
+            raise UserError(f"checkpoint {self._restoring} is damaged ({reason}): delete {self.path / 'checkpoints'} "
+                            f"and redo the run with train.py -o {self.path} --resume") from None
         finally:
             absl.setLevel(level)
+
+    def _restore(self, initial_state, which):
+        self._restoring = self.path / "checkpoints" / which  # named by the error if this fails
+        manager = self._manager(which)
+        step = manager.latest_step() if which == "latest" else manager.best_step()
+        if step is None:
+            if which == "latest":
+                return initial_state
+            raise UserError(f"{self.path} has no checkpoint yet (the run stopped before its first evaluation): "
+                            f"train.py -o {self.path} --resume")
+        self._restoring = directory = self.path / "checkpoints" / which / str(step)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial_state)
+        check_files(directory)
+        check_shapes(directory, manager.item_metadata(step).tree, abstract)
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
     def metrics(self):
         """metrics.jsonl's lines as dicts ([] before the first is written)."""
@@ -181,26 +258,47 @@ class WorkDir:
         if path.exists() and jax.process_index() == 0:
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
             kept = [l for l in lines if l.endswith("\n") and json.loads(l)["step"] <= step]
-            path.write_text("".join(kept), encoding="utf-8")
+            try:  # a kill or a full disk leaves the old file whole
+                write_atomically(path, "".join(kept))
+            except OSError as e:
+                raise self._disk_full(path, e) from None
 
     @contextlib.contextmanager
     def logger(self):
-        """Appends metrics to metrics.jsonl; evaluation losses also go to TensorBoard as makemore's.
-        With several processes, only process 0 writes."""
-        from tensorboardX import SummaryWriter
+        """Appends metrics to metrics.jsonl; evaluation losses also go to TensorBoard as makemore's. Both are
+        written through at once (a failed write is an error here, not in a writer thread). With several
+        processes, only process 0 writes."""
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
 
         if jax.process_index() != 0:
             yield types.SimpleNamespace(write=lambda metrics: None)
             return
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as jsonl, \
-                SummaryWriter(str(self.path)) as tensorboard:
+        path = self.path / "metrics.jsonl"
+        try:  # unbuffered: nothing of a failed write is left to write again at close
+            jsonl, events = open(path, "ab", buffering=0), EventsWriter(str(self.path / "events"))
+        except OSError as e:
+            raise self._disk_full(path, e) from None
 
-            class Logger:
-                def write(self, metrics):
-                    jsonl.write(json.dumps(metrics) + "\n")
-                    jsonl.flush()
-                    for name, tag in (("train_loss", "Loss/train"), ("test_loss", "Loss/test")):
-                        if name in metrics:
-                            tensorboard.add_scalar(tag, metrics[name], metrics["step"])
+        def write(metrics):
+            try:
+                jsonl.write((json.dumps(metrics) + "\n").encode())
+            except OSError as e:
+                raise self._disk_full(path, e) from None
+            scalars = [(tag, metrics[name]) for name, tag in (("train_loss", "Loss/train"), ("test_loss", "Loss/test"))
+                       if name in metrics]
+            try:
+                for tag, value in scalars:
+                    events.write_event(Event(wall_time=time.time(), step=metrics["step"], summary=scalar(tag, value)))
+                if scalars:
+                    events.flush()
+            except OSError as e:
+                raise self._disk_full(f"TensorBoard events in {self.path}", e) from None
 
-            yield Logger()
+        try:
+            yield types.SimpleNamespace(write=write)
+        finally:
+            jsonl.close()
+            with contextlib.suppress(OSError):  # every event was flushed already, or reported
+                events.close()

@@ -7,7 +7,7 @@ on names.txt, in the same run, alternating rounds so both sides see the same mac
 mmjax runs its compiled `train_steps` (K steps per dispatch, state donated). PyTorch runs makemore's
 loop (next batch, forward, backward, step) twice: with makemore.py's DataLoader (CharDataset encoding
 each word in Python, 4 workers), the workload reference.md timed, and on pre-encoded tensors, a
-stricter baseline. `--quick` is a smoke run for CI (tiny step counts).
+stricter baseline. `--quick` is a smoke run for CI (tiny models, 10 steps).
 """
 
 import argparse
@@ -39,8 +39,8 @@ def names_dataset(input_file):
     return input_pipeline.Dataset.from_words(input_pipeline.read_words(path), seed=3407)
 
 
-def mmjax_timer(model_type, dataset, steps):
-    config = get_config(model_type)
+def mmjax_timer(model_type, dataset, steps, sizes):
+    config = get_config(model_type, **sizes)
     state, (x_nt, y_nt), batch_sharding = train.to_devices(
         train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)), dataset.vocab.encode_words(dataset.train_words),
         config.batch_size)
@@ -94,13 +94,13 @@ def torch_batches(dataset, loader, workers):
         yield x_nt[ix], y_nt[ix]
 
 
-def torch_timer(model_type, dataset, steps, loader, workers=4, compile_model=False):
+def torch_timer(model_type, dataset, steps, loader, sizes, workers=4, compile_model=False):
     import torch
 
     from mmjax import torch_models
 
     torch.manual_seed(0)
-    model = torch_models.create(model_type, dataset.vocab.size, dataset.vocab.block_size)
+    model = torch_models.create(model_type, dataset.vocab.size, dataset.vocab.block_size, **sizes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
     batches = torch_batches(dataset, loader, workers)
 
@@ -129,12 +129,14 @@ def main():
     parser.add_argument("-i", "--input-file", default=str(ROOT.parent / "shared" / "data" / "names.txt"))
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds; medians are reported")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one round, no DataLoader workers")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: few steps, one round, tiny models, no DataLoader workers")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     dataset = names_dataset(args.input_file)
     steps, rounds = (10, 1) if args.quick else (200, args.rounds)
+    sizes = dict(n_layer=1, n_head=2, n_embd=16, n_embd2=16) if args.quick else {}
     try:
         import torch
         torch.set_num_threads(2)
@@ -144,12 +146,14 @@ def main():
         print("torch is not installed: mmjax alone (pip install torch==2.13.0 for the comparison)")
     rows = []
     for model_type in args.types.split(","):
-        timers = {"mmjax": mmjax_timer(model_type, dataset, steps)}
+        timers = {"mmjax": mmjax_timer(model_type, dataset, steps, sizes)}
         if have_torch:
             for loader in ("makemore", "tensors"):
-                timers[f"torch_{loader}"] = torch_timer(model_type, dataset, steps, loader, workers=0 if args.quick else 4)
+                timers[f"torch_{loader}"] = torch_timer(model_type, dataset, steps, loader, sizes,
+                                                             workers=0 if args.quick else 4)
             if model_type == "transformer" and not args.no_compile:
-                timers["torch_compile"] = torch_timer(model_type, dataset, steps, "makemore", compile_model=True)
+                timers["torch_compile"] = torch_timer(model_type, dataset, steps, "makemore", sizes,
+                                                       compile_model=True)
         times = {name: [] for name in timers}
         for _ in range(rounds):
             for name, run in timers.items():

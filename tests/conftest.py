@@ -25,3 +25,17 @@ def names_file():
     if not NAMES.exists():
         pytest.skip(f"{NAMES} is absent (it lives in ../shared beside the checkout)")
     return NAMES
+
+
+@pytest.fixture(scope="session")
+def faults(tmp_path_factory):
+    """faults(VAR=value, ...): the environment of a command in which tests/faults.c makes those faults
+    (a full disk, a kill -9 in a write or a rename)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler for tests/faults.c")
+    lib = tmp_path_factory.mktemp("shim") / "faults.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(ROOT / "tests" / "faults.c"), "-ldl"], check=True)
+    return lambda **env: {"LD_PRELOAD": str(lib), **{k: str(v) for k, v in env.items()}}

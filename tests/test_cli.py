@@ -2,14 +2,18 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import mmjax
 from conftest import ROOT
-
-SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
+from helpers import SMALL, assert_refused, command, run_command, train
+from mmjax import input_pipeline
+from mmjax.workdir import WorkDir
 
 
 def run(script, *argv, env=None):
@@ -67,3 +71,76 @@ def test_default_dataset_trains_and_samples(tmp_path):
     assert "32469 words from" in result.stdout and "babynames-2017.txt" in result.stdout
     assert "1000 test" in result.stdout
     assert run("sample.py", "-o", tmp_path / "run", "-n", 3).returncode == 0
+
+
+def scalars(workdir):
+    """(tag, step, value) of every scalar in the work dir's TensorBoard event files (TFRecords: length, its
+    CRC, an Event, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    found = []
+    for path in sorted(workdir.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = Event.FromString(data[i + 12:i + 12 + n])
+            found += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+            i += 16 + n
+    return found
+
+
+def test_tensorboard_holds_makemores_tags(trained):
+    _, workdir, _ = trained
+    evals = [m for m in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if "test_loss" in m]
+    want = [(tag, m["step"], float(np.float32(m[name]))) for m in evals
+            for name, tag in (("train_loss", "Loss/train"), ("test_loss", "Loss/test"))]
+    assert sorted(scalars(workdir)) == sorted(want) and len(want) == 4
+
+
+def test_another_process_trains_the_same_bytes(trained, tmp_path):
+    words, workdir, _ = trained
+    train("-i", words, "-o", tmp_path / "again", *SMALL, "--max-steps", 200, "--eval-every", 100)
+    assert (tmp_path / "again" / "metrics.jsonl").read_bytes() == (workdir / "metrics.jsonl").read_bytes()
+
+
+def test_sampling_flags_through_the_command(trained, tmp_path):
+    _, workdir, _ = trained
+    flags = {"greedy": ["--temperature", 0, "-n", 3, "--seed", 1], "top-k 1": ["--top-k", 1, "-n", 3, "--seed", 2],
+             "top-p 1e-6": ["--top-p", 1e-6, "-n", 3, "--seed", 3],
+             "batches of 7": ["--batch-size", 7, "-n", 20, "--seed", 5]}
+    processes = {name: command("sample.py", "-o", workdir, *argv, "--out", tmp_path / name)
+                 for name, argv in flags.items()}
+    for name, process in processes.items():
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+    words = {name: (tmp_path / name).read_text().splitlines() for name in flags}
+    # greedy: one name, whatever the seed; keeping the likeliest token only (k 1, or p tiny) is greedy
+    assert len(set(words["greedy"])) == 1 and words["top-k 1"] == words["top-p 1e-6"] == words["greedy"]
+    # the same names as batches of 1,000 in this process
+    assert words["batches of 7"] == mmjax.sample(workdir, num_samples=20, seed=5)
+    assert len(set(words["batches of 7"])) > 10
+
+
+def test_dedupe_and_another_encoding(tmp_path):
+    (tmp_path / "words.txt").write_bytes("j\u00f6rg\nana\nj\u00f6rg\nbob\nana\n".encode("latin-1"))
+    for name, flags in (("all", []), ("deduped", ["--dedupe"])):
+        train("-i", tmp_path / "words.txt", "-o", tmp_path / name, "--encoding", "latin-1", "--type", "bigram",
+              "--max-steps", 1, "--eval-every", 1, "--log-every", 1, "--no-progress", *flags)
+    read = lambda name: WorkDir(tmp_path / name).load_dataset()
+    assert sorted(read("all").train_words) == ["ana", "ana", "bob", "j\u00f6rg", "j\u00f6rg"]
+    assert sorted(read("deduped").train_words) == ["ana", "bob", "j\u00f6rg"]
+    assert read("deduped").vocab.chars == tuple("abgjnor\u00f6")
+
+
+def test_a_batch_that_does_not_divide_over_the_devices_is_refused_before_writing(words_file, tmp_path):
+    result = run_command("train.py", "-i", words_file, "-o", tmp_path / "run", *SMALL, "-b", 3,
+                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert_refused(result, "batch size 3 does not divide over 2 devices: pass a multiple of 2")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_default_dataset_is_cached_under_xdg_cache_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("MMJAX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = input_pipeline.default_words_path()
+    assert path == tmp_path / "mmjax" / "babynames-2017.txt"
+    assert len(path.read_text().splitlines()) == 32_469

@@ -7,8 +7,8 @@ import pytest
 from mmjax import backprop, diagnostics
 from mmjax.input_pipeline import Vocab
 from mmjax.models import create_model
-from mmjax.train import create_train_state
-from test_zoo_lecture import lecture_config, names_batch
+from helpers import fresh_state, names_batch
+from test_zoo_lecture import lecture_config
 
 V, T, CONTEXT = 5, 4, 2
 
@@ -17,7 +17,7 @@ def tiny_mlp_bn():
     """mlp_bn with 2-dim embeddings and 4 tanh units, its BatchNorm gain at 3 so that some saturate."""
     config = lecture_config("mlp_bn")
     config.update(context=CONTEXT, n_embd=2, n_embd2=4)
-    state = create_train_state(config, Vocab(tuple("abcd"), T - 1), jax.random.PRNGKey(config.seed))
+    state = fresh_state(config, Vocab(tuple("abcd"), T - 1))
     x_bt, y_bt = names_batch(0, batch_size=6, vocab_size=V, block_size=T)
     params = backprop.random_params(create_model(config, V, T), x_bt, 0)
     params["hidden_0"]["bn"]["scale"] = 3 * params["hidden_0"]["bn"]["scale"]

@@ -2,6 +2,8 @@
 
 import json
 import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -15,19 +17,44 @@ from mmjax import torch_models  # noqa: E402
 V, T = 9, 8  # the vocabulary and block size of conftest's words
 
 
-@pytest.mark.parametrize("model_type", interop.MAKEMORE_TYPES)
+def assert_same_tensors(back, original, model_type):
+    """Identical tensors; the LSTM's flax has one bias where nn.LSTMCell has two: it comes back as bias_ih,
+    with bias_hh zero, the same sum."""
+    assert set(back) == set(original)  # mask buffers recreated too
+    biases = {"cell.bias_ih", "cell.bias_hh"} if model_type == "lstm" else set()
+    for name in set(original) - biases:
+        assert torch.equal(back[name], original[name]), name
+    if biases:
+        assert torch.equal(back["cell.bias_ih"], original["cell.bias_ih"] + original["cell.bias_hh"])
+        assert not back["cell.bias_hh"].any()
+    fresh = torch_models.create(model_type, V, T, n_layer=1, n_embd=16, n_embd2=16)
+    fresh.load_state_dict(back, strict=True)  # what makemore.py does with --resume / --sample-only
+
+
+@pytest.mark.parametrize("model_type", interop.CONVERTIBLE_TYPES)
 def test_model_pt_round_trips_with_identical_tensors(model_type, tmp_path):
     torch.manual_seed(1)
-    original = torch_models.create(model_type, V, T).state_dict()
+    original = torch_models.create(model_type, V, T, n_layer=1, n_embd=16, n_embd2=16).state_dict()
     torch.save(original, tmp_path / "model.pt")
     _, variables = interop.from_makemore(tmp_path / "model.pt", model_type, block_size=T)
     interop.save_model_pt(tmp_path / "back.pt", model_type, variables)
-    back = torch.load(tmp_path / "back.pt", weights_only=True)
-    assert set(back) == set(original)  # mask buffers recreated too
-    for name, tensor in original.items():
-        assert torch.equal(back[name], tensor), name
-    fresh = torch_models.create(model_type, V, T)
-    fresh.load_state_dict(back, strict=True)  # what makemore.py does with --resume / --sample-only
+    assert_same_tensors(torch.load(tmp_path / "back.pt", weights_only=True), original, model_type)
+
+
+def test_lstm_import_export_and_compare_commands(words_file, tmp_path):
+    """The LSTM through the commands: model.pt in nn.LSTMCell's layout -> work dir -> model.pt -> compare."""
+    torch.manual_seed(3)
+    original = torch_models.create("lstm", V, T, n_embd=16, n_embd2=16).state_dict()
+    torch.save(original, tmp_path / "model.pt")
+    interop.main(["import", str(tmp_path / "model.pt"), "-i", str(words_file), "-o", str(tmp_path / "run"),
+                  "--type", "lstm"])
+    interop.main(["export", "-o", str(tmp_path / "run"), str(tmp_path / "back.pt")])
+    assert_same_tensors(torch.load(tmp_path / "back.pt", weights_only=True), original, "lstm")
+    result = subprocess.run([sys.executable, "-m", "mmjax.interop", "compare", str(tmp_path / "back.pt"), "-i",
+                             str(words_file), "--type", "lstm"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr  # it was torch's RuntimeError: missing cell.weight_ih, ...
+    rows = {line.split()[0]: float(line.split()[-1]) for line in result.stdout.splitlines()[1:]}
+    assert {"wte", "lm_head", "logits", "loss"} <= set(rows) and max(rows.values()) < 1e-5
 
 
 def test_a_shape_that_does_not_fit_names_the_key_and_both_shapes():
@@ -42,6 +69,10 @@ def test_a_missing_key_is_named():
     del state["cell.xh_to_r.weight"]
     with pytest.raises(UserError, match=r"missing \['cell\.xh_to_r\.weight'\]"):
         interop.from_makemore(state, "gru", block_size=T)
+    state = torch_models.create("lstm", V, T).state_dict()
+    del state["cell.bias_hh"]
+    with pytest.raises(UserError, match=r"nn\.LSTMCell .* missing \['cell\.bias_hh'\]"):
+        interop.from_makemore(state, "lstm", block_size=T)
 
 
 class Payload:

@@ -1,54 +1,43 @@
 """kill -9 during training and in the middle of checkpoint saves, then --resume: the run goes on from the
-last complete checkpoint and ends bit for bit as the same run never stopped."""
+last complete checkpoint and ends bit for bit as the same run never stopped. Real processes, killed by
+tests/faults.c at a write or a rename; the Transformer, mlp_bn (BatchNorm statistics, the lectures' step
+schedule, dropping within the run) and the GRU."""
 
-import shutil
 import signal
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_words
-from mmjax import cli, train
-from mmjax.workdir import WorkDir
+from conftest import write_words
+from helpers import SMALL, command, train
+from mmjax import inference
 
-SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
-RUN = [*SMALL, "--max-steps", "60", "--eval-every", "20", "--log-every", "10"]
+RUN = [*SMALL, "--max-steps", 60, "--eval-every", 20, "--log-every", 10]
+# mlp_bn as the lecture trains it (SGD, BatchNorm), its learning rate stepping down at 30 of 60 steps
+MLP_BN = """from mmjax.configs import mlp_bn
 
-# train.py that SIGKILLs itself at a chosen point: "step N" as the dispatch from step N starts, or else
-# when orbax is about to rename the temporary directory whose final path matches this regex (the data
-# is written, the checkpoint not yet complete).
-DRIVER = """
-import functools, os, re, signal, sys
-from orbax.checkpoint._src.path import atomicity
-from mmjax import cli, train
 
-where = sys.argv.pop(1)
-die = lambda: os.kill(os.getpid(), signal.SIGKILL)
-if where.startswith("step "):
-    train_steps = train.train_steps
-    def killing_train_steps(state, *args, **kwargs):
-        if int(state.step) == int(where[5:]):
-            die()
-        return train_steps(state, *args, **kwargs)
-    train.train_steps = killing_train_steps
-else:
-    finalize = atomicity.AtomicRenameTemporaryPath.finalize
-    async def killing_finalize(self):
-        if re.search(where, str(self.get_final())):
-            die()
-        return await finalize(self)
-    atomicity.AtomicRenameTemporaryPath.finalize = killing_finalize
-cli.run(cli.train_main, cli.train_parser())
+def get_config():
+    config = mlp_bn.get_config()
+    config.n_embd2 = 16
+    config.lr_decay_steps = 30
+    return config
 """
+MODELS = {"transformer": [], "mlp_bn": ["--config", "{d}/mlp_bn.py"], "gru": ["--type", "gru", "--n-embd2", 16]}
+# step 30's line of metrics.jsonl is the 4th write to it (after 10, 20 and the evaluation at 20)
+AT_STEP_30 = dict(KILL_WRITING="metrics.jsonl", KILL_AFTER=3)
 
-# where each run is killed, and what its checkpoints are then: steps kept, and temporary directories
+# (model, where the kill is) -> (the faults, the checkpoints it leaves: steps kept, temporary directories)
 KILLS = {
-    "step 30": ({"best": [20], "latest": [20]}, []),  # between checkpoints
-    r"best/40\.[^/]*/default$": ({"best": [20], "latest": [20]}, ["best/40"]),  # best's arrays written, no more
-    r"latest/40$": ({"best": [40], "latest": [20]}, ["latest/40"]),  # best saved, latest written, not renamed
+    ("transformer", "before the first checkpoint"): (dict(KILL_WRITING="metrics.jsonl"), ({"best": [], "latest": []}, [])),
+    ("transformer", "between checkpoints"): (AT_STEP_30, ({"best": [20], "latest": [20]}, [])),
+    ("transformer", "best's arrays written, no more"): (
+        dict(KILL_RENAMING="best/40.orbax-checkpoint-tmp/default"), ({"best": [20], "latest": [20]}, ["best/40"])),
+    ("transformer", "best saved, latest written, not renamed"): (
+        dict(KILL_RENAMING="checkpoints/latest/40"), ({"best": [40], "latest": [20]}, ["latest/40"])),
+    ("mlp_bn", "between checkpoints"): (AT_STEP_30, ({"best": [20], "latest": [20]}, [])),
+    ("gru", "between checkpoints"): (AT_STEP_30, ({"best": [20], "latest": [20]}, [])),
 }
 
 
@@ -60,50 +49,36 @@ def checkpoints(run):
     return complete, partial
 
 
-def restored(run, which):
-    return inference.load(run, which).state
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A run never stopped, and the same run killed at each point of KILLS (in parallel processes)."""
+def runs(tmp_path_factory, faults):
+    """For each model, a run never stopped; and the runs of KILLS, killed (in parallel processes)."""
     d = tmp_path_factory.mktemp("interrupted")
     words = write_words(d / "words.txt")
-    (d / "driver.py").write_text(DRIVER)
-    killed = {where: subprocess.Popen([sys.executable, str(d / "driver.py"), where, "-i",
-                                       str(words), "-o", str(d / f"killed{i}"), *RUN], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True)
-              for i, where in enumerate(KILLS)}
-    cli.train_main(cli.train_parser().parse_args(["-i", str(words), "-o", str(d / "whole"), *RUN]))
-    for where, process in killed.items():
-        assert process.wait(timeout=300) == -signal.SIGKILL, process.stderr.read()
-    return d / "whole", {where: d / f"killed{i}" for i, where in enumerate(KILLS)}
+    (d / "mlp_bn.py").write_text(MLP_BN)
+    flags = {model: [a.format(d=d) if isinstance(a, str) else a for a in argv] for model, argv in MODELS.items()}
+    killed = {case: command("train.py", "-i", words, "-o", d / f"killed{i}", *RUN, *flags[case[0]],
+                            env=faults(**KILLS[case][0])) for i, case in enumerate(KILLS)}
+    for model in MODELS:
+        train("-i", words, "-o", d / model, *RUN, *flags[model])
+    for case, process in killed.items():
+        assert process.wait(timeout=600) == -signal.SIGKILL, process.stderr.read()
+    return {model: d / model for model in MODELS}, {case: d / f"killed{i}" for i, case in enumerate(KILLS)}
 
 
-@pytest.mark.parametrize("where", KILLS)
-def test_resumed_after_kill_9_equals_the_run_never_stopped(runs, where):
-    whole, killed = runs
-    run = killed[where]
-    assert checkpoints(run) == KILLS[where]
-    if where == "step 30":  # a kill in the middle of a metrics line leaves it cut short
-        with open(run / "metrics.jsonl", "a") as f:
-            f.write('{"step": 30, "lo')
-    cli.train_main(cli.train_parser().parse_args(["-o", str(run), "--resume", "--no-progress"]))
+@pytest.mark.parametrize("case", KILLS, ids=" / ".join)
+def test_resumed_after_kill_9_equals_the_run_never_stopped(runs, case):
+    wholes, killed = runs
+    run, whole = killed[case], wholes[case[0]]
+    assert checkpoints(run) == KILLS[case][1]
+    if case[1] == "between checkpoints":  # the kill cut step 30's line short
+        assert not (run / "metrics.jsonl").read_text().endswith("\n")
+    train("-o", run, "--resume", "--no-progress")
     assert checkpoints(run) == checkpoints(whole) == ({"best": checkpoints(whole)[0]["best"], "latest": [60]}, [])
     for which in ("latest", "best"):
-        for a, b in zip(jax.tree.leaves(restored(whole, which)), jax.tree.leaves(restored(run, which)), strict=True):
+        ours, theirs = (inference.load(r, which).state for r in (run, whole))
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
             np.testing.assert_array_equal(a, b)
     assert (run / "metrics.jsonl").read_bytes() == (whole / "metrics.jsonl").read_bytes()
-
-
-def test_a_run_killed_before_its_first_checkpoint_starts_over(runs, tmp_path):
-    whole, _ = runs
-    run = tmp_path / "run"  # what such a run leaves: its config, its data and the losses logged so far
-    run.mkdir()
-    for name in ("config.json", "dataset.json"):
-        shutil.copy(whole / name, run)
-    (run / "metrics.jsonl").write_text((whole / "metrics.jsonl").read_text().splitlines(keepends=True)[0])
-    cli.train_main(cli.train_parser().parse_args(["-o", str(run), "--resume", "--no-progress"]))
-    for a, b in zip(jax.tree.leaves(restored(whole, "latest")), jax.tree.leaves(restored(run, "latest")), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert (run / "metrics.jsonl").read_bytes() == (whole / "metrics.jsonl").read_bytes()
+    if case[0] == "mlp_bn":  # --config FILE: the run's config is the file's
+        config = inference.load(run).config
+        assert (config.type, config.optimizer, config.lr_decay_steps, config.n_embd2) == ("mlp_bn", "sgd", 30, 16)

@@ -15,7 +15,7 @@ from mmjax.config import get_config
 from mmjax.input_pipeline import Vocab
 from mmjax.models import MODELS, create_model
 from mmjax.losses import loss_fn
-from mmjax.train import create_train_state
+from helpers import fresh_state
 
 V, T = 11, 9
 TYPES = sorted(MODELS)
@@ -84,7 +84,7 @@ def test_initial_loss_is_near_uniform(model_type):
     """At the configs' own sizes and initialisation."""
     vocab = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), 15)
     config = get_config(model_type)
-    state = create_train_state(config, vocab, jax.random.PRNGKey(config.seed))
+    state = fresh_state(config, vocab)
     idx_bt = jax.random.randint(jax.random.PRNGKey(4), (64, 16), 1, 27)
     loss = float(loss_fn(state.params, state, idx_bt.at[:, 0].set(0), idx_bt)[0])
     # makemore's BoW starts higher: its lm_head reads the unnormalised x + mean + MLP(x) (the PyTorch

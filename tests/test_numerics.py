@@ -11,12 +11,11 @@ import optax
 import pytest
 
 from conftest import ROOT
-from mmjax import cli, losses, optimizers, train
-from mmjax.config import base_config
+from helpers import SMALL, fresh_state, small_config
+from mmjax import cli, losses, optimizers
 from mmjax.input_pipeline import Dataset, read_words
 from test_bad_input import tree_digest
 
-SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
 TRAIN = cli.train_main
 DIVERGES = "3e38"  # AdamW's first steps move every parameter by about the learning rate: float32 overflows
 
@@ -74,16 +73,10 @@ def test_a_non_finite_evaluation_is_never_saved(run, capsys):
 def gradients(words_file_module):
     """A small Transformer's parameters and its gradients on 64 words."""
     dataset = Dataset.from_words(read_words(words_file_module), seed=0)
-    state = train.create_train_state(sized(), dataset.vocab, jax.random.PRNGKey(sized().seed))
+    state = fresh_state(small_config(), dataset.vocab)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words[:64]))
     grads = jax.jit(jax.grad(lambda p: losses.loss_fn(p, state, x_nt, y_nt)[0]))(state.params)
     return state.params, grads, float(optax.tree.norm(grads))
-
-
-def sized(**changes):
-    config = base_config()
-    config.update(dict(n_layer=1, n_head=2, n_embd=16, **changes))
-    return config
 
 
 def first_update(config, params, grads):
@@ -94,7 +87,7 @@ def first_update(config, params, grads):
 @pytest.mark.parametrize("clip_over_norm", [0, 0.25, 2])
 def test_clipping_scales_the_gradients_down_to_the_global_norm(gradients, clip_over_norm):
     params, grads, norm = gradients
-    sgd = sized(optimizer="sgd", learning_rate=1.0, weight_decay=0.0, grad_clip=clip_over_norm * norm)
+    sgd = small_config(optimizer="sgd", learning_rate=1.0, weight_decay=0.0, grad_clip=clip_over_norm * norm)
     updates = first_update(sgd, params, grads)  # SGD at learning rate 1: the update is minus the gradient
     scale = min(1.0, clip_over_norm) if clip_over_norm else 1.0
     assert float(optax.tree.norm(updates)) == pytest.approx(scale * norm, rel=1e-5)
@@ -104,15 +97,15 @@ def test_clipping_scales_the_gradients_down_to_the_global_norm(gradients, clip_o
 
 def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients):
     params, grads, norm = gradients
-    clipped = first_update(sized(grad_clip=norm / 4), params, grads)
+    clipped = first_update(small_config(grad_clip=norm / 4), params, grads)
     adamw = optax.adamw(5e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01)
     expected = adamw.update(jax.tree.map(lambda g: g / 4, grads), adamw.init(params), params)[0]
     for a, b in zip(jax.tree.leaves(clipped), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-12)
     # Adam's first step hardly depends on the gradient's scale, but it does on eps: not the unclipped update
     assert not all(np.allclose(a, b, rtol=1e-7, atol=0) for a, b in zip(
-        jax.tree.leaves(clipped), jax.tree.leaves(first_update(sized(), params, grads))))
-    states = [optimizers.make_optimizer(sized(grad_clip=c)).init(params) for c in (0.0, 1.0)]
+        jax.tree.leaves(clipped), jax.tree.leaves(first_update(small_config(), params, grads))))
+    states = [optimizers.make_optimizer(small_config(grad_clip=c)).init(params) for c in (0.0, 1.0)]
     assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])  # so --resume can turn clipping on
     config = cli.resolve_config(cli.train_parser().parse_args(["--grad-clip", "0.5"]))
     assert config.grad_clip == 0.5

@@ -90,16 +90,6 @@ def test_twenty_adamw_steps_match_pytorch(model_type):
 
 def test_lstm_is_torchs_lstm_cell_in_the_rnn_frame():
     reference = reference_model("lstm")
-    tensors = {k: v.detach().numpy().copy() for k, v in reference.state_dict().items()}
-    # torch stacks the gates' weights in the order i, f, g, o and has two biases where flax has one.
-    H = 64
-    bias = tensors.pop("cell.bias_ih") + tensors.pop("cell.bias_hh")
-    weights = {"i": tensors.pop("cell.weight_ih"), "h": tensors.pop("cell.weight_hh")}
-    for k, gate in enumerate("ifgo"):
-        rows = slice(k * H, (k + 1) * H)
-        for side in "ih":
-            tensors[f"cell.{side}{gate}.weight"] = weights[side][rows]
-        tensors[f"cell.h{gate}.bias"] = bias[rows]
-    model, variables = interop.from_makemore(tensors, "lstm", block_size=T)
+    model, variables = interop.from_makemore(reference.state_dict(), "lstm", block_size=T)
     idx, _, x_bt, _ = batch(1)
     np.testing.assert_allclose(model.apply(variables, x_bt), reference(idx)[0].detach().numpy(), atol=1e-5)

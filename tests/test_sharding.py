@@ -29,12 +29,11 @@ def save_params(path, params):
 TRAIN_20_STEPS = """
 import sys
 from mmjax import train
-from mmjax.config import base_config
+from helpers import fresh_state, small_config
 from mmjax.input_pipeline import Dataset, read_words
 dataset = Dataset.from_words(read_words(sys.argv[1]), seed=0)
-config = base_config()
-config.update(n_layer=1, n_head=2, n_embd=16, batch_size=int(sys.argv[3]))
-state, (x_nt, y_nt), batch_sharding = train.to_devices(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)),
+config = small_config(batch_size=int(sys.argv[3]))
+state, (x_nt, y_nt), batch_sharding = train.to_devices(fresh_state(config, dataset.vocab),
                                                       dataset.vocab.encode_words(dataset.train_words), config.batch_size)
 state, _ = train.train_steps(state, x_nt, y_nt, num_steps=20, batch_size=config.batch_size,
                              batch_sharding=batch_sharding)
@@ -61,11 +60,12 @@ print(backends_started)
 # The latest checkpoint of WORK_DIR placed on every device as training places it; its parameters to OUT.
 RESTORE = """
 import sys
+from helpers import fresh_state
 from mmjax import train
 from mmjax.workdir import WorkDir
 workdir = WorkDir(sys.argv[1])
 config, dataset = workdir.load_config(), workdir.load_dataset()
-state = workdir.restore(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
+state = workdir.restore(fresh_state(config, dataset.vocab))
 state = train.to_devices(state, (), config.batch_size)[0]
 assert jax.device_count() == len(state.params["lm_head"]["kernel"].sharding.device_set)
 save_params(sys.argv[2], state.params)
@@ -74,7 +74,7 @@ save_params(sys.argv[2], state.params)
 
 def python_on(devices, script, *argv):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     return subprocess.run([sys.executable, "-c", SAVE_PARAMS + script, *map(str, argv)], capture_output=True,
                           text=True, timeout=300, env=env, cwd=ROOT)
 

@@ -7,23 +7,16 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from helpers import SMALL, fresh_state, small_config
 from mmjax import cli, train
-from mmjax.config import base_config
 from mmjax.input_pipeline import Dataset, read_words
 from mmjax.losses import cross_entropy, loss_fn
 from mmjax.workdir import WorkDir
 
-SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
 
 
 def run_train(*argv):
     cli.train_main(cli.train_parser().parse_args([str(a) for a in argv]))
-
-
-def small_config(**changes):
-    config = base_config()
-    config.update(dict(n_layer=1, n_head=2, n_embd=16, **changes))
-    return config
 
 
 def test_cross_entropy_matches_hand_computation():
@@ -37,7 +30,7 @@ def test_cross_entropy_matches_hand_computation():
 def test_loss_falls_on_a_small_file(words_file):
     dataset = Dataset.from_words(read_words(words_file), seed=0)
     config = small_config()
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    state = fresh_state(config, dataset.vocab)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
     before = train.evaluate(state, x_nt, y_nt, 500)
     state, losses = train.train_steps(state, x_nt, y_nt, num_steps=300, batch_size=32)
@@ -50,13 +43,13 @@ def test_loss_falls_on_a_small_file(words_file):
 def test_checkpoint_round_trip(tmp_path, words_file):
     dataset = Dataset.from_words(read_words(words_file), seed=0)
     config = small_config()
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    state = fresh_state(config, dataset.vocab)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
     state, _ = train.train_steps(state, x_nt, y_nt, num_steps=5, batch_size=8)
     workdir = WorkDir(tmp_path / "run")
     workdir.create(config, dataset)
     workdir.save(state, score=1.0)
-    fresh = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    fresh = fresh_state(config, dataset.vocab)
     restored = WorkDir(tmp_path / "run").restore(fresh)
     assert int(restored.step) == 5
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
@@ -71,7 +64,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, words_file):
     run_train("-o", tmp_path / "split", "--resume", "--max-steps", 300, "--no-progress")
     config = WorkDir(tmp_path / "whole").load_config()
     dataset = WorkDir(tmp_path / "whole").load_dataset()
-    template = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    template = fresh_state(config, dataset.vocab)
     whole = WorkDir(tmp_path / "whole").restore(template)
     split = WorkDir(tmp_path / "split").restore(template)
     assert int(whole.step) == int(split.step) == 300
@@ -95,7 +88,7 @@ def test_mixed_precision_keeps_float32_parameters_and_a_close_loss(words_file):
     dataset = Dataset.from_words(read_words(words_file), seed=0)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words[:64]))
     config = small_config()
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    state = fresh_state(config, dataset.vocab)
     losses = {dtype: float(loss_fn(state.params, state, x_nt, y_nt, compute_dtype=dtype)[0])
               for dtype in ("float32", "bfloat16")}
     assert losses["bfloat16"] != losses["float32"] and abs(losses["bfloat16"] - losses["float32"]) < 0.02

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, write_words
+from helpers import fresh_state, names_batch
 from mmjax.config import get_config
 from mmjax.input_pipeline import Vocab
 from mmjax.models import create_model
 from mmjax.losses import loss_fn
-from mmjax.train import create_train_state, evaluate
+from mmjax.train import evaluate
 
 V, T = 27, 12
 LECTURE_MODELS = ("bigram_counts", "mlp_bn", "wavenet")
@@ -25,18 +26,6 @@ BATCHNORM_MODELS = ("mlp_bn", "wavenet")
 
 def lecture_config(name):
     return get_config(name)
-
-
-def names_batch(seed, batch_size=16, vocab_size=V, block_size=T):
-    """x, y as the data protocol makes them, for random words of 1..block_size-1 characters."""
-    rng = np.random.default_rng(seed)
-    words = [rng.integers(1, vocab_size, rng.integers(1, block_size)) for _ in range(batch_size)]
-    x_bt = np.zeros((batch_size, block_size), np.int32)
-    y_bt = np.full((batch_size, block_size), -1, np.int32)
-    for b, w in enumerate(words):
-        x_bt[b, 1:1 + len(w)] = w
-        y_bt[b, :len(w)], y_bt[b, len(w)] = w, 0
-    return jnp.asarray(x_bt), jnp.asarray(y_bt)
 
 
 @functools.cache
@@ -70,7 +59,7 @@ def test_position_t_sees_exactly_the_last_context_tokens(name, context):
 @pytest.mark.parametrize("name", LECTURE_MODELS)
 def test_initial_loss_is_near_uniform(name):
     vocab = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1)
-    state = create_train_state(lecture_config(name), vocab, jax.random.PRNGKey(0))
+    state = fresh_state(lecture_config(name), vocab, seed=0)
     x_bt, y_bt = names_batch(3, batch_size=64)
     for train in (False, True):  # running statistics, batch statistics
         assert abs(float(loss_fn(state.params, state, x_bt, y_bt, train)[0]) - math.log(V)) < 0.05
@@ -105,7 +94,7 @@ def batch_stats_after_a_step(state, x_bt, y_bt):
 @pytest.mark.parametrize("name", BATCHNORM_MODELS)
 def test_a_training_step_updates_batch_stats_from_real_positions_only(name):
     vocab = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1)
-    state = create_train_state(lecture_config(name), vocab, jax.random.PRNGKey(0))
+    state = fresh_state(lecture_config(name), vocab, seed=0)
     x_bt, y_bt = names_batch(7)
     stats = batch_stats_after_a_step(state, x_bt, y_bt)
     assert not jax.tree.all(jax.tree.map(np.allclose, stats, state.batch_stats))
@@ -131,7 +120,7 @@ def test_bigram_counts_test_loss_is_the_smoothed_estimate():
     vocab = Vocab.from_words(words)
     config = lecture_config("bigram_counts")
     config.alpha = alpha
-    state = create_train_state(config, vocab, jax.random.PRNGKey(config.seed))
+    state = fresh_state(config, vocab)
     model = create_model(config, vocab.size, vocab.block_size)
     state = state.replace(params=model.fit(*map(jnp.asarray, vocab.encode_words(train_words))))
 

@@ -66,7 +66,8 @@ class RNN(nn.Module):
     Parameters, flax -> makemore (kernels transposed): `start` = `start`, `wte/embedding` =
     `wte.weight`, `cell/xh_to_h/kernel|bias` = `cell.xh_to_h.weight|bias` (gru: `xh_to_z`, `xh_to_r`,
     `xh_to_hbar` likewise), `lm_head/kernel|bias` = `lm_head.weight|bias`. The LSTM, which makemore
-    lacks, has flax's names: `cell/i{i,f,g,o}/kernel` (input), `cell/h{i,f,g,o}/kernel|bias` (hidden).
+    lacks, has flax's names: `cell/i{i,f,g,o}/kernel` (input), `cell/h{i,f,g,o}/kernel|bias` (hidden);
+    mmjax.interop stacks them as torch's nn.LSTMCell (`cell.weight_ih`, ...).
     """
 
     vocab_size: int

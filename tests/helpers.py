@@ -1,0 +1,65 @@
+"""What several test files share: the small model they train, the ways they run the commands, batches of
+encoded words, and fresh train states (the one place tests call create_train_state)."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from conftest import ROOT
+from mmjax import cli
+from mmjax.config import get_config
+from mmjax.input_pipeline import Vocab
+from mmjax.train import create_train_state
+
+# train.py's flags for a model that compiles and trains in a second or two
+SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
+SMALL_FIELDS = dict(n_layer=1, n_head=2, n_embd=16, n_embd2=16)
+
+
+def small_config(model_type="transformer", **changes):
+    """The config of `model_type` at SMALL's sizes, with `changes`."""
+    return get_config(model_type, **{**SMALL_FIELDS, **changes})
+
+
+def fresh_state(config, vocab, seed=None):
+    """A new train state for `config` and `vocab`, seeded by config.seed as train.py seeds it (or `seed`)."""
+    return create_train_state(config, vocab, jax.random.PRNGKey(config.seed if seed is None else seed))
+
+
+def train(*argv):
+    """train.py's main in this process."""
+    cli.train_main(cli.train_parser().parse_args([str(a) for a in argv]))
+
+
+def command(script, *argv, env=None, **popen):
+    """A command as a user starts it (`script` is train.py, sample.py or `-m module`): its Popen."""
+    script = ["-m", script[3:]] if script.startswith("-m ") else [str(ROOT / script)]
+    return subprocess.Popen([sys.executable, *script, *map(str, argv)], text=True, cwd=ROOT,
+                            env={**os.environ, **(env or {})}, **{"stdout": subprocess.PIPE,
+                                                                  "stderr": subprocess.PIPE, **popen})
+
+
+def run_command(script, *argv, env=None, timeout=300):
+    """(exit status, stdout, stderr) of a command run to its end."""
+    process = command(script, *argv, env=env)
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def assert_refused(result, message):
+    """A refusal as the README promises it: exit status 2 and one line on stderr with `message`."""
+    status, _, err = result
+    assert status == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, (status, err)
+
+
+def names_batch(seed, batch_size=16, vocab_size=27, block_size=12):
+    """x, y as the data protocol makes them (Vocab.encode_words), for random words of 1..block_size-1
+    characters over vocab_size - 1 letters."""
+    rng = np.random.default_rng(seed)
+    chars = tuple(chr(ord("a") + i) for i in range(vocab_size - 1))
+    words = ["".join(rng.choice(chars, rng.integers(1, block_size))) for _ in range(batch_size)]
+    x_bt, y_bt = Vocab(chars, block_size - 1).encode_words(words)
+    return jax.numpy.asarray(x_bt), jax.numpy.asarray(y_bt)
