@@ -7,7 +7,7 @@ from mmjax.config import base_config
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, Vocab
 from mmjax.models import create_model
-from mmjax.sampling import filter_logits, report, sample, sample_words
+from mmjax.sampling import SampleOptions, filter_logits, report, sample, sample_words
 
 VOCAB = Vocab(tuple("abcdefgh"), 7)
 
@@ -57,7 +57,7 @@ def test_tokens_stop_and_lengths_count_the_word(transformer):
                                      dict(top_p=1e-6)])
 def test_greedy_limits_equal_argmax_decoding(transformer, options):
     model, variables = transformer
-    tokens, _ = sample(model, variables, seed=4, num_samples=3, **options)
+    tokens, _ = sample(model, variables, seed=4, num_samples=3, options=SampleOptions(**options))
     np.testing.assert_array_equal(tokens, np.tile(greedy_by_full_forward(model, variables), (3, 1)))
 
 
@@ -65,7 +65,7 @@ def test_prefix_is_respected(transformer):
     model, variables = transformer
     words = sample_words(model, variables, VOCAB, seed=5, num_samples=50, prefix="hag")
     assert all(w.startswith("hag") for w in words) and len(set(words)) > 5
-    greedy = sample(model, variables, seed=0, num_samples=1, prefix=[8, 1, 7], temperature=0.0)[0][0]
+    greedy = sample(model, variables, seed=0, num_samples=1, prefix=[8, 1, 7], options=SampleOptions(0.0))[0][0]
     np.testing.assert_array_equal(greedy, greedy_by_full_forward(model, variables, prefix=[8, 1, 7]))
     with pytest.raises(UserError, match="'z'"):
         sample_words(model, variables, VOCAB, seed=5, num_samples=1, prefix="haz")
@@ -75,11 +75,11 @@ def test_top_k_keeps_the_k_largest_and_top_p_the_smallest_set_reaching_p():
     probs = jnp.array([[0.05, 0.4, 0.1, 0.3, 0.15]])
     logits = jnp.log(probs)
     kept = lambda out: set(np.flatnonzero(np.isfinite(np.asarray(out[0]))).tolist())
-    assert kept(filter_logits(logits, 1.0, 2, 1.0)) == {1, 3}
-    assert kept(filter_logits(logits, 1.0, -1, 0.7)) == {1, 3}  # 0.4 + 0.3 reaches 0.7
-    assert kept(filter_logits(logits, 1.0, -1, 0.71)) == {1, 3, 4}
-    assert kept(filter_logits(logits, 1.0, -1, 0.4)) == {1}
-    np.testing.assert_allclose(filter_logits(logits, 2.0, -1, 1.0), logits / 2)
+    assert kept(filter_logits(logits, SampleOptions(top_k=2))) == {1, 3}
+    assert kept(filter_logits(logits, SampleOptions(top_p=0.7))) == {1, 3}  # 0.4 + 0.3 reaches 0.7
+    assert kept(filter_logits(logits, SampleOptions(top_p=0.71))) == {1, 3, 4}
+    assert kept(filter_logits(logits, SampleOptions(top_p=0.4))) == {1}
+    np.testing.assert_allclose(filter_logits(logits, SampleOptions(temperature=2.0)), logits / 2)
 
 
 def test_bigram_first_characters_follow_its_probabilities():

@@ -1,7 +1,6 @@
 """GPT-2 style Transformer, as makemore.py's."""
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from mmjax.models.layers import Embedding, LayerNorm, Linear
@@ -18,9 +17,9 @@ class CausalSelfAttention(nn.Module):
     n_head: int
 
     @nn.compact
-    def __call__(self, x_btc, kv_cache=None, pos=None):
-        """Causal attention over x; or, when decoding position `pos` (x has T = 1), over the
-        key/value cache (k_bsnh, v_bsnh) of every position, which it returns updated."""
+    def __call__(self, x_btc, kv_cache=None, pos_b=None):
+        """Causal attention over x; or, when decoding (x has T = 1, row b at position pos_b[b]), over
+        the key/value cache (k_bsnh, v_bsnh) of positions 0..pos_b, which it returns updated."""
         B, T, C = x_btc.shape
         q_btc, k_btc, v_btc = jnp.split(Linear(3 * C, C, name="c_attn")(x_btc), 3, axis=-1)
         q_btnh, k_btnh, v_btnh = (t.reshape(B, T, self.n_head, C // self.n_head) for t in (q_btc, k_btc, v_btc))
@@ -29,10 +28,11 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is None:
             y_btnh = nn.dot_product_attention(q_btnh, k_btnh, v_btnh, mask=nn.make_causal_mask(jnp.ones((B, T))))
         else:
-            k_bsnh, v_bsnh = (jax.lax.dynamic_update_slice_in_dim(cache, new, pos, axis=1)
-                              for cache, new in zip(kv_cache, (k_btnh, v_btnh)))
-            seen_s = jnp.arange(k_bsnh.shape[1]) <= pos
-            y_btnh = nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, mask=seen_s[None, None, None, :])
+            rows_b = jnp.arange(B)
+            k_bsnh, v_bsnh = (cache.at[rows_b, pos_b].set(new[:, 0]) for cache, new in zip(kv_cache, (k_btnh, v_btnh)))
+            # positions past pos_b hold an earlier sequence of the row (or zeros): masked out
+            seen_bs = jnp.arange(k_bsnh.shape[1]) <= pos_b[:, None]
+            y_btnh = nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, mask=seen_bs[:, None, None, :])
             kv_cache = (k_bsnh, v_bsnh)
         return Linear(C, C, name="c_proj")(y_btnh.reshape(B, T, C)), kv_cache
 
@@ -54,9 +54,9 @@ class Block(nn.Module):
     n_head: int
 
     @nn.compact
-    def __call__(self, x_btc, kv_cache=None, pos=None):
+    def __call__(self, x_btc, kv_cache=None, pos_b=None):
         y_btc, kv_cache = CausalSelfAttention(self.n_embd, self.n_head, name="attn")(
-            LayerNorm("ln_1")(x_btc), kv_cache, pos)
+            LayerNorm("ln_1")(x_btc), kv_cache, pos_b)
         x_btc = x_btc + y_btc
         return x_btc + MLP(self.n_embd, name="mlp")(LayerNorm("ln_2")(x_btc)), kv_cache
 
@@ -84,16 +84,14 @@ class Transformer(nn.Module):
         return self.lm_head(self.ln_f(x_btc))
 
     def decode_init(self, batch_size):
-        """A key/value cache per layer, and the position the next token goes to."""
+        """A key/value cache per layer; a row restarting at position 0 needs no reset (see attention)."""
         shape = (batch_size, self.block_size, self.n_head, self.n_embd // self.n_head)
-        return {"pos": jnp.zeros((), jnp.int32),
-                "kv": [(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(self.n_layer)]}
+        return [(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(self.n_layer)]
 
-    def decode_step(self, carry, token_b):
-        pos = carry["pos"]
-        x_b1c = self.wte(token_b[:, None]) + self.wpe(pos)
-        kv = []
-        for block, kv_cache in zip(self.h, carry["kv"]):
-            x_b1c, kv_cache = block(x_b1c, kv_cache, pos)
-            kv.append(kv_cache)
-        return self.lm_head(self.ln_f(x_b1c))[:, 0], {"pos": pos + 1, "kv": kv}
+    def decode_step(self, kv, token_b, pos_b):
+        x_b1c = (self.wte(token_b) + self.wpe(pos_b))[:, None]
+        kv_out = []
+        for block, kv_cache in zip(self.h, kv):
+            x_b1c, kv_cache = block(x_b1c, kv_cache, pos_b)
+            kv_out.append(kv_cache)
+        return self.lm_head(self.ln_f(x_b1c))[:, 0], kv_out
