@@ -7,7 +7,8 @@ from mmjax.config import base_config
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, Vocab
 from mmjax.models import create_model
-from mmjax.sampling import SampleOptions, filter_logits, report, sample, sample_words
+from mmjax.input_pipeline import STOP
+from mmjax.sampling import SampleOptions, filter_logits, report, sample, sample_chunk, sample_words
 
 VOCAB = Vocab(tuple("abcdefgh"), 7)
 
@@ -42,6 +43,80 @@ def test_same_seed_same_samples_whatever_the_batching(transformer):
         np.testing.assert_array_equal(chunked[1], lengths)
     np.testing.assert_array_equal(sample(model, variables, seed=1, num_samples=10)[0], tokens[:10])
     assert not np.array_equal(sample(model, variables, seed=2, num_samples=24)[0], tokens)
+
+
+def test_refilled_rows_give_the_same_names_whatever_the_batch(transformer):
+    """Batch 1000 refills each row with later samples; batch 1 runs them one after another."""
+    model, variables = transformer
+    words = sample_words(model, variables, VOCAB, seed=8, num_samples=1200, batch_size=1000)
+    for batch_size in (1, 7):
+        assert sample_words(model, variables, VOCAB, seed=8, num_samples=1200, batch_size=batch_size) == words
+    assert len(set(words)) > 500
+
+
+def refill_schedule_steps(steps_n, rows):
+    """Steps a refilled batch runs: samples take steps_n[i] steps each; a row that finishes takes the
+    next sample (rows in order) and the loop ends when the last sample does."""
+    remaining_r, next_index, step = list(steps_n[:rows]), rows, 0
+    while any(r > 0 for r in remaining_r):
+        step += 1
+        for r in range(rows):
+            if remaining_r[r] > 0:
+                remaining_r[r] -= 1
+                if remaining_r[r] == 0 and next_index < len(steps_n):
+                    remaining_r[r], next_index = steps_n[next_index], next_index + 1
+    return step
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_the_sampler_stops_once_every_row_has_ended(transformer, rows):
+    model, variables = transformer
+    tokens_nt, steps = sample_chunk(model, variables, jax.random.PRNGKey(9), 0, 300, jnp.zeros((0,), jnp.int32),
+                                    rows=rows, chunk=320, options=SampleOptions())
+    tokens_nt = np.asarray(tokens_nt)
+    assert (tokens_nt[300:] == STOP).all()
+    # each sample takes a step per character and one for its STOP (none at the longest length)
+    steps_n = np.minimum((tokens_nt[:300] != STOP).sum(1) + 1, VOCAB.block_size - 1).tolist()
+    assert int(steps) == refill_schedule_steps(steps_n, rows)
+    if rows == 1:
+        assert int(steps) == sum(steps_n)  # every step computes a token of some name
+
+
+def old_sampler(model, variables, key, num_samples):
+    """The sampler before rows were refilled: every row runs every position, re-running the whole
+    model each step; tokens after a row's STOP are STOP."""
+    max_len = VOCAB.block_size - 1
+
+    @jax.jit
+    def run(key):
+        idx_nt = jnp.zeros((num_samples, VOCAB.block_size), jnp.int32)
+        for t in range(max_len):
+            logits_nv = model.apply(variables, idx_nt)[:, t]
+            next_n = jax.random.categorical(jax.random.fold_in(key, t), logits_nv)
+            idx_nt = idx_nt.at[:, t + 1].set(jnp.where((t > 0) & (idx_nt[:, t] == STOP), STOP, next_n))
+        return idx_nt[:, 1:]
+
+    return np.asarray(run(key))
+
+
+def chi2_homogeneity(counts_a, counts_b):
+    """Pearson's chi-square statistic that two samples of counts come from one distribution."""
+    table = np.array([counts_a, counts_b], float)
+    table = table[:, table.sum(0) > 0]
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    return ((table - expected) ** 2 / expected).sum(), table.shape[1] - 1
+
+
+def test_refilled_sampler_draws_from_the_old_samplers_distribution(transformer):
+    """First characters and lengths of 20,000 samples each; chi-square at a fixed seed."""
+    model, variables = transformer
+    new_nt = sample(model, variables, seed=10, num_samples=20_000)[0]
+    old_nt = old_sampler(model, variables, jax.random.PRNGKey(11), 20_000)
+    quantile_999 = {7: 24.32, 8: 26.12}  # of chi-square with 7 and 8 degrees of freedom
+    for values in (lambda t: t[:, 0], lambda t: (t != STOP).sum(1)):
+        counts = [np.bincount(values(t), minlength=VOCAB.block_size) for t in (new_nt, old_nt)]
+        chi2, dof = chi2_homogeneity(*counts)
+        assert chi2 < quantile_999[dof], (chi2, dof, counts)
 
 
 def test_tokens_stop_and_lengths_count_the_word(transformer):
