@@ -7,6 +7,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 
@@ -43,11 +44,25 @@ def filter_logits(logits_nv, options):
     return logits_nv
 
 
-def choose(keys_n, logits_nv, options):
-    """One token per row: the argmax at temperature 0, else a draw from the filtered softmax."""
+def gumbel_noise(key, index_n, pos_n, vocab_size):
+    """Gumbel noise (N, V) for sample index_n[n] at position pos_n[n]: token v's is the Threefry hash
+    of the words (i, t * V + v) under `key`. One hash call for the whole batch (jax.random's
+    per-row fold_in and categorical make three, each an XLA loop: most of a step at batch 1)."""
+    shape = (index_n.shape[0], vocab_size)
+    words = (jnp.broadcast_to(index_n[:, None], shape), pos_n[:, None] * vocab_size + jnp.arange(vocab_size))
+    bits_nv = jax.extend.random.threefry_2x32(key, jnp.concatenate([w.ravel() for w in words]).astype(jnp.uint32))
+    # the top 23 bits as a float in [1, 2), minus 1: uniform on [0, 1), as jax.random.uniform makes it
+    uniform_nv = jax.lax.bitcast_convert_type((bits_nv[:index_n.size * vocab_size] >> 9) | 0x3F800000, jnp.float32) - 1
+    return -jnp.log(-jnp.log(jnp.maximum(uniform_nv, jnp.finfo(jnp.float32).tiny))).reshape(shape)
+
+
+def choose(key, index_n, pos_n, logits_nv, options):
+    """One token per row: the argmax at temperature 0, else a draw from the filtered softmax (the
+    argmax of the logits plus Gumbel noise, as jax.random.categorical draws)."""
     if options.temperature == 0:
         return jnp.argmax(logits_nv, axis=-1).astype(jnp.int32)
-    return jax.vmap(jax.random.categorical)(keys_n, filter_logits(logits_nv, options)).astype(jnp.int32)
+    noise_nv = gumbel_noise(key, index_n, pos_n, logits_nv.shape[1])
+    return jnp.argmax(filter_logits(logits_nv, options) + noise_nv, axis=-1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "options"))
@@ -55,15 +70,14 @@ def sample_chunk(model, variables, key, first, count, prefix_p, *, rows, chunk, 
     """Samples first .. first + count - 1 (count <= chunk) on `rows` rows: tokens (chunk, block_size - 1),
     each the word then STOPs (rows past count stay STOP), and the number of decode steps run.
 
-    Sample i draws its token at position t with fold_in(fold_in(key, i), t) only, so it is the same
-    whatever the batch, the chunk or the order in which rows finish. `prefix_p` is forced first."""
+    Sample i draws its token at position t from the hash of (key, i, t) only (gumbel_noise), so it
+    is the same whatever the batch, the chunk or the order in which rows finish. `prefix_p` is forced first."""
     max_len, end = model.block_size - 1, first + count
 
     def body(loop):
         steps, next_index, carry, token_b, pos_b, index_b, tokens_nt = loop
         logits_bv, carry = model.apply(variables, carry, token_b, pos_b, method="decode_step")
-        sample_keys_b = jax.vmap(jax.random.fold_in, (None, 0))(key, index_b)
-        next_b = choose(jax.vmap(jax.random.fold_in)(sample_keys_b, pos_b), logits_bv, options)
+        next_b = choose(key, index_b, pos_b, logits_bv, options)
         if prefix_p.shape[0]:
             next_b = jnp.where(pos_b < prefix_p.shape[0], prefix_p[jnp.minimum(pos_b, prefix_p.shape[0] - 1)], next_b)
         live_b = index_b < end
