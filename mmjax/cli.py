@@ -112,7 +112,7 @@ def sample_parser(prog=None):
     parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
     parser.add_argument("--top-p", type=float, default=None, help="sample from the smallest set of tokens whose mass reaches this")
     parser.add_argument("--prefix", default="", help="every sample starts with these characters")
-    parser.add_argument("--batch-size", type=int, default=1000, help="samples per compiled batch (bounds memory)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="rows decoded together (bounds memory)")
     parser.add_argument("--out", help="also write every sample to this file, one per line")
     parser.add_argument("--unique", action="store_true", help="no name twice (draws until it has -n)")
     parser.add_argument("--new", action="store_true", help="no name of the training or test words")

@@ -1,7 +1,7 @@
 """Names per second of mmjax's compiled sampler against makemore's `generate` (PyTorch, full
 recompute each step), in the same run, for the default Transformer (vocab 27, block 16).
 
-    python scripts/bench_sample.py [--work-dir out] [--repeats 5] [--json out.json]
+    python scripts/bench_sample.py [--work-dir out] [--repeats 5] [--command-repeats 3] [--json out.json]
 
 Measures: the sampler at batch 1000 (20,000 names: 20 per row, so the rows' refilling shows) and at
 batch 1 (500 names), compile time apart; with --work-dir, end to end, the marginal rate of
@@ -9,7 +9,7 @@ batch 1 (500 names), compile time apart; with --work-dir, end to end, the margin
 the file included; whole commands, interleaved) and the draws per name of `sample.py -n 1000
 --unique --new`; then PyTorch's `generate` at batch 1000 and 1 (makemore's 15 steps, as
 reference.md measured it). mmjax runs first: torch's idle OpenMP threads slow whatever runs next.
-Rates are medians of --repeats runs.
+Rates are medians of --repeats runs (--command-repeats for the commands).
 """
 
 import argparse
@@ -111,6 +111,7 @@ def bench_torch(batch, names, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--command-repeats", type=int, default=3, help="runs of each sample.py command")
     parser.add_argument("--work-dir", help="a trained transformer run (default: fresh weights, no end-to-end runs)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -122,7 +123,7 @@ def main():
                      "torch_names": torch_names})
     results = {"sampler": rows}
     if args.work_dir:
-        results["marginal"] = bench_marginal(args.work_dir, args.repeats)
+        results["marginal"] = bench_marginal(args.work_dir, args.command_repeats)
         results["unique_new"] = bench_new_names(args.work_dir)
     try:
         import torch  # noqa: F401

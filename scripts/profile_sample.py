@@ -3,8 +3,8 @@ XLA operations grouped by what they compute (profile_train.py's way), per decode
 
     python scripts/profile_sample.py [--work-dir out] [--batch 1000] [--names 20000] [--hlo s.hlo] [--json out.json]
 
-Samples from the work dir's trained model (without one: a fresh default Transformer, whose names all
-run 15 steps). Times are summed over XLA's CPU threads.
+Samples from the work dir's trained model (without one: a fresh default Transformer, whose names
+mostly run the full 15 steps). Times are summed over XLA's CPU threads.
 """
 
 import argparse

@@ -1,13 +1,17 @@
+import json
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from mmjax.config import base_config
 from mmjax.errors import UserError
-from mmjax.input_pipeline import Dataset, Vocab
+from mmjax.input_pipeline import STOP, Dataset, Vocab
 from mmjax.models import create_model
-from mmjax.input_pipeline import STOP
 from mmjax.sampling import SampleOptions, filter_logits, report, sample, sample_chunk, sample_words
 
 VOCAB = Vocab(tuple("abcdefgh"), 7)
@@ -176,3 +180,14 @@ def test_report_sorts_samples_into_train_test_and_new():
     assert "1 samples that are in test:\ncab" in text
     assert "1 samples that are new:\nhag" in text
     assert text.endswith("novelty: 25.0% of 4 samples are new")
+
+
+def test_profile_sample_script(tmp_path):
+    """A smoke run of scripts/profile_sample.py on a fresh Transformer."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile_sample.py"), "--batch", "4", "--names",
+                             "8", "--json", str(tmp_path / "p.json")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    profile = json.loads((tmp_path / "p.json").read_text())
+    shares = {row["what"]: row["share"] for row in profile["rows"]}
+    assert 0 < profile["steps"] <= 30 and abs(sum(shares.values()) - 1) < 1e-6  # 8 names of at most 15 steps on 4 rows
+    assert shares["dense layers (matmul)"] > 0 and shares["attention core"] > 0
