@@ -112,8 +112,10 @@ def sample_parser(prog=None):
     parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens only")
     parser.add_argument("--top-p", type=float, default=None, help="sample from the smallest set of tokens whose mass reaches this")
     parser.add_argument("--prefix", default="", help="every sample starts with these characters")
-    parser.add_argument("--batch-size", type=int, default=1000, help="samples per compiled batch (bounds memory)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="rows decoded together (bounds memory)")
     parser.add_argument("--out", help="also write every sample to this file, one per line")
+    parser.add_argument("--unique", action="store_true", help="no name twice (draws until it has -n)")
+    parser.add_argument("--new", action="store_true", help="no name of the training or test words")
     return parser
 
 
@@ -121,7 +123,8 @@ def sample_main(args):
     workdir = WorkDir(args.work_dir, read_only=True)
     config = workdir.load_config()
     options = {k: getattr(args, k) for k in ("num_samples", "seed", "temperature", "top_k", "top_p")}
-    words = print_samples(workdir, config, prefix=args.prefix, batch_size=args.batch_size, **options)
+    words = print_samples(workdir, config, prefix=args.prefix, batch_size=args.batch_size, unique=args.unique,
+                          new=args.new, **options)
     if args.out:
         try:
             pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
@@ -136,8 +139,10 @@ def print_samples(workdir, config, **options):
         return []
     given = {k: v for k, v in options.items() if v is not None}
     defaults = {k: config[k] for k in ("num_samples", "seed", "temperature", "top_k", "top_p")}
-    words = inference.sample(loaded, **{**defaults, **given})
+    words, draws = inference.draw(loaded, **{**defaults, **given})
     print(sampling.report(words, loaded.dataset))
+    if options.get("unique") or options.get("new"):
+        print(f"{len(words)} names from {draws} draws: {draws / len(words):.2f} draws per name")
     return words
 
 

@@ -28,10 +28,18 @@ def load(workdir, which="best"):
 
 
 def sample(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",
-           batch_size=1000):
+           batch_size=1000, unique=False, new=False):
     """`num_samples` words from the best checkpoint of `workdir` (a path, a WorkDir or a loaded Run), as a
     list; prints nothing. Options left None take the run's config (50 samples, its seed, temperature 1,
-    all tokens). Sample i depends only on (seed, i)."""
+    all tokens). Sample i depends only on (seed, i). `unique`: no word twice; `new`: no word of the
+    training or test set (both: the first such words in sample order; a UserError if 100 draws per
+    name asked do not give them)."""
+    return draw(workdir, num_samples, seed, temperature, top_k, top_p, prefix, batch_size, unique, new)[0]
+
+
+def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",
+         batch_size=1000, unique=False, new=False):
+    """`sample`'s words, and the number of samples drawn to get them."""
     config, dataset, model, state = workdir if isinstance(workdir, Run) else load(workdir)
     given = dict(num_samples=num_samples, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p)
     options = {name: config[name] if value is None else value for name, value in given.items()}
@@ -50,5 +58,10 @@ def sample(workdir, num_samples=None, seed=None, temperature=None, top_k=None, t
         raise UserError(f"prefix has characters {unknown!r} that are not in the vocabulary: "
                         f"use only {''.join(dataset.vocab.chars)!r}")
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    return sampling.sample_words(model, variables, dataset.vocab, options.pop("seed"), options.pop("num_samples"),
-                                 prefix=prefix, batch_size=batch_size, **options)
+    seed, num_samples = options.pop("seed"), options.pop("num_samples")
+    kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options))
+    if not (unique or new):
+        return sampling.sample_words(model, variables, dataset.vocab, seed, num_samples, **kwargs), num_samples
+    exclude = frozenset(dataset.train_words + dataset.test_words) if new else frozenset()
+    return sampling.draw_words(model, variables, dataset.vocab, seed, num_samples, exclude=exclude, unique=unique,
+                               **kwargs)

@@ -1,84 +1,149 @@
-"""Compiled, batched sampling through every model's decode interface (mmjax/models/__init__.py)."""
+"""Compiled, batched sampling through every model's decode interface (mmjax/models/__init__.py).
 
+The batch stays full: when a row's name ends, the next sample starts in that row at the following
+step (each row has its own position), so every computed token belongs to some name."""
+
+import dataclasses
 import functools
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.errors import UserError
 from mmjax.input_pipeline import STOP
 
+NAMES_PER_ROW = 64  # samples per compiled call = rows * this: long enough that a call's draining tail is short
+DRAWS_PER_NAME = 100  # --unique/--new give up after this many draws per name asked
 
-def filter_logits(logits_nv, temperature, top_k, top_p):
+
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+    """How each token is chosen. Frozen, hence hashable: the compiled sampler takes it as one static
+    argument (a new value compiles once more)."""
+
+    temperature: float = 1.0  # 0 is greedy
+    top_k: int = -1  # keep the k most likely tokens (-1: all)
+    top_p: float = 1.0  # keep the smallest set of most likely tokens whose probability reaches p
+
+
+def filter_logits(logits_nv, options):
     """Logits scaled by 1/temperature, -inf outside the top-k and outside the nucleus of mass top_p."""
-    logits_nv = logits_nv / temperature
-    if top_k > 0:
-        kth_n1 = jax.lax.top_k(logits_nv, top_k)[0][:, -1:]
+    logits_nv = logits_nv / options.temperature
+    if options.top_k > 0:
+        kth_n1 = jax.lax.top_k(logits_nv, options.top_k)[0][:, -1:]
         logits_nv = jnp.where(logits_nv < kth_n1, -jnp.inf, logits_nv)
-    if top_p < 1.0:
+    if options.top_p < 1.0:
         # keep the most likely tokens until their mass reaches top_p: a token stays if the mass
         # of the tokens strictly more likely than it is still below top_p
         sorted_nv = jnp.sort(logits_nv, axis=-1)[:, ::-1]
         mass_before_nv = jnp.cumsum(jax.nn.softmax(sorted_nv), axis=-1) - jax.nn.softmax(sorted_nv)
-        cutoff_n1 = jnp.min(jnp.where(mass_before_nv < top_p, sorted_nv, jnp.inf), axis=-1, keepdims=True)
+        cutoff_n1 = jnp.min(jnp.where(mass_before_nv < options.top_p, sorted_nv, jnp.inf), axis=-1, keepdims=True)
         logits_nv = jnp.where(logits_nv < cutoff_n1, -jnp.inf, logits_nv)
     return logits_nv
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size", "top_k", "top_p"))
-def sample_batch(model, variables, key, first_index, prefix_p, *, batch_size, temperature=1.0, top_k=-1,
-                 top_p=1.0):
-    """Samples first_index .. first_index + batch_size - 1: tokens (batch_size, block_size - 1), the
-    word followed by STOPs, and lengths. Sample i uses only fold_in(key, i), so it is the same in
-    any batch. The loop stops once every sequence has emitted STOP; `prefix_p` is forced first;
-    temperature 0 is greedy."""
-    max_len = model.block_size - 1
-    keys_n = jax.vmap(jax.random.fold_in, (None, 0))(key, first_index + jnp.arange(batch_size))
+def gumbel_noise(key, index_n, pos_n, vocab_size):
+    """Gumbel noise (N, V) for sample index_n[n] at position pos_n[n]: token v's is the Threefry hash
+    of the words (i, t * V + v) under `key`. One hash call for the whole batch (jax.random's
+    per-row fold_in and categorical make three, each an XLA loop: most of a step at batch 1)."""
+    shape = (index_n.shape[0], vocab_size)
+    words = (jnp.broadcast_to(index_n[:, None], shape), pos_n[:, None] * vocab_size + jnp.arange(vocab_size))
+    bits_nv = jax.extend.random.threefry_2x32(key, jnp.concatenate([w.ravel() for w in words]).astype(jnp.uint32))
+    # the top 23 bits as a float in [1, 2), minus 1: uniform on [0, 1), as jax.random.uniform makes it
+    uniform_nv = jax.lax.bitcast_convert_type((bits_nv[:index_n.size * vocab_size] >> 9) | 0x3F800000, jnp.float32) - 1
+    return -jnp.log(-jnp.log(jnp.maximum(uniform_nv, jnp.finfo(jnp.float32).tiny))).reshape(shape)
 
-    def choose(t, logits_nv):
-        logits_nv = filter_logits(logits_nv, jnp.where(temperature > 0, temperature, 1.0), top_k, top_p)
-        step_keys_n = jax.vmap(jax.random.fold_in, (0, None))(keys_n, t)
-        sampled_n = jax.vmap(jax.random.categorical)(step_keys_n, logits_nv)
-        return jnp.where(temperature > 0, sampled_n, jnp.argmax(logits_nv, axis=-1))
+
+def choose(key, index_n, pos_n, logits_nv, options):
+    """One token per row: the argmax at temperature 0, else a draw from the filtered softmax (the
+    argmax of the logits plus Gumbel noise, as jax.random.categorical draws)."""
+    if options.temperature == 0:
+        return jnp.argmax(logits_nv, axis=-1).astype(jnp.int32)
+    noise_nv = gumbel_noise(key, index_n, pos_n, logits_nv.shape[1])
+    return jnp.argmax(filter_logits(logits_nv, options) + noise_nv, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "options"))
+def sample_chunk(model, variables, key, first, count, prefix_p, *, rows, chunk, options):
+    """Samples first .. first + count - 1 (count <= chunk) on `rows` rows: tokens (chunk, block_size - 1),
+    each the word then STOPs (rows past count stay STOP), and the number of decode steps run.
+
+    Sample i draws its token at position t from the hash of (key, i, t) only (gumbel_noise), so it
+    is the same whatever the batch, the chunk or the order in which rows finish. `prefix_p` is forced first."""
+    max_len, end = model.block_size - 1, first + count
 
     def body(loop):
-        t, carry, token_n, tokens_nt, done_n = loop
-        logits_nv, carry = model.apply(variables, carry, token_n, method="decode_step")
-        next_n = choose(t, logits_nv)
+        steps, next_index, carry, token_b, pos_b, index_b, tokens_nt = loop
+        logits_bv, carry = model.apply(variables, carry, token_b, pos_b, method="decode_step")
+        next_b = choose(key, index_b, pos_b, logits_bv, options)
         if prefix_p.shape[0]:
-            next_n = jnp.where(t < prefix_p.shape[0], prefix_p[jnp.minimum(t, prefix_p.shape[0] - 1)], next_n)
-        next_n = jnp.where(done_n, STOP, next_n)
-        return t + 1, carry, next_n, tokens_nt.at[:, t].set(next_n), done_n | (next_n == STOP)
+            next_b = jnp.where(pos_b < prefix_p.shape[0], prefix_p[jnp.minimum(pos_b, prefix_p.shape[0] - 1)], next_b)
+        live_b = index_b < end
+        tokens_nt = tokens_nt.at[jnp.where(live_b, index_b - first, chunk), pos_b].set(next_b, mode="drop")
+        # a finished row takes the next sample index (in row order), or idles once there is none
+        ended_b = live_b & ((next_b == STOP) | (pos_b == max_len - 1))
+        index_b = jnp.where(ended_b, next_index + jnp.cumsum(ended_b) - 1, index_b)
+        pos_b = jnp.where(ended_b, 0, pos_b + 1)
+        token_b = jnp.where(ended_b, STOP, next_b)
+        return steps + 1, next_index + ended_b.sum(), carry, token_b, pos_b, index_b, tokens_nt
 
     def cond(loop):
-        t, _, _, _, done_n = loop
-        return (t < max_len) & ~jnp.all(done_n)
+        return jnp.any(loop[5] < end)
 
-    carry = model.apply(variables, batch_size, method="decode_init")
-    start_n = jnp.full((batch_size,), STOP, jnp.int32)
-    tokens_nt = jnp.full((batch_size, max_len), STOP, jnp.int32)
-    loop = (jnp.zeros((), jnp.int32), carry, start_n, tokens_nt, jnp.zeros((batch_size,), bool))
-    tokens_nt = jax.lax.while_loop(cond, body, loop)[3]
-    lengths_n = jnp.argmax(jnp.concatenate([tokens_nt, jnp.zeros((batch_size, 1), jnp.int32)], 1) == STOP, 1)
-    return tokens_nt, lengths_n
+    index_b = first + jnp.arange(rows)
+    carry = model.apply(variables, rows, method="decode_init")
+    loop = (jnp.zeros((), jnp.int32), first + rows, carry, jnp.full((rows,), STOP, jnp.int32),
+            jnp.zeros((rows,), jnp.int32), index_b, jnp.full((chunk, max_len), STOP, jnp.int32))
+    loop = jax.lax.while_loop(cond, body, loop)
+    return loop[6], loop[0]
 
 
-def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), **options):
-    """`num_samples` samples as numpy (tokens, lengths), in compiled batches of at most batch_size."""
-    batch_size = min(batch_size, num_samples)
+def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), options=SampleOptions(), first=0):
+    """Samples first .. first + num_samples - 1 as numpy (tokens, lengths), `batch_size` rows at a time."""
+    rows = min(batch_size, num_samples)
+    chunk = min(num_samples, rows * NAMES_PER_ROW)
     key, prefix_p = jax.random.PRNGKey(seed), jnp.asarray(prefix, jnp.int32)
-    tokens, lengths = [], []
-    for first in range(0, num_samples, batch_size):
-        tokens_nt, lengths_n = jax.device_get(sample_batch(model, variables, key, first, prefix_p,
-                                                           batch_size=batch_size, **options))
-        tokens.append(tokens_nt)
-        lengths.append(lengths_n)
-    return np.concatenate(tokens)[:num_samples], np.concatenate(lengths)[:num_samples]
+    # every chunk is dispatched before the first is read: the device runs while the host copies
+    chunks = [sample_chunk(model, variables, key, start, min(chunk, first + num_samples - start), prefix_p,
+                           rows=rows, chunk=chunk, options=options)[0]
+              for start in range(first, first + num_samples, chunk)]
+    tokens = np.concatenate(jax.device_get(chunks))[:num_samples]
+    return tokens, (tokens != STOP).sum(axis=1)
 
 
-def sample_words(model, variables, vocab, seed, num_samples, prefix="", **options):
-    tokens, lengths = sample(model, variables, seed, num_samples, prefix=vocab.encode(prefix), **options)
-    return [vocab.decode(row[:n]) for row, n in zip(tokens.tolist(), lengths.tolist())]
+def decode_words(vocab, tokens_nt):
+    """The word of each row (tokens then STOPs), vectorised: each row's characters viewed as one
+    numpy string, whose trailing NULs (the STOPs) numpy drops."""
+    chars_nt = np.array(["\0", *vocab.chars])[tokens_nt]
+    return chars_nt.view(f"<U{tokens_nt.shape[1]}").ravel().tolist()
+
+
+def sample_words(model, variables, vocab, seed, num_samples, prefix="", **kwargs):
+    return decode_words(vocab, sample(model, variables, seed, num_samples, prefix=vocab.encode(prefix), **kwargs)[0])
+
+
+def draw_words(model, variables, vocab, seed, num_samples, *, exclude=frozenset(), unique=False, batch_size=1000,
+               **kwargs):
+    """The first num_samples words in sample order that are not empty, not in `exclude` and (`unique`)
+    not drawn before, and the number of samples drawn to get them; a UserError after
+    DRAWS_PER_NAME * num_samples draws."""
+    limit, draws = DRAWS_PER_NAME * num_samples, 0
+    size = min(max(2 * num_samples, batch_size), batch_size * NAMES_PER_ROW)  # the same every draw: one compile
+    kept, seen = [], set()
+    while draws < limit:
+        words = sample_words(model, variables, vocab, seed, size, first=draws, batch_size=batch_size, **kwargs)
+        for draws, word in enumerate(words[:limit - draws], draws + 1):
+            if word and word not in exclude and word not in seen:
+                kept.append(word)
+                if unique:
+                    seen.add(word)
+                if len(kept) == num_samples:
+                    return kept, draws
+    kind = " ".join(["distinct"] * unique + ["new"] * bool(exclude))
+    raise UserError(f"found only {len(kept)} {kind} names of the {num_samples} asked after {draws} draws "
+                    f"({DRAWS_PER_NAME} per name asked): ask for fewer, or raise --temperature")
 
 
 def report(words, dataset):

@@ -1,50 +1,55 @@
 """Names per second of mmjax's compiled sampler against makemore's `generate` (PyTorch, full
 recompute each step), in the same run, for the default Transformer (vocab 27, block 16).
 
-    python scripts/bench_sample.py [--work-dir out] [--repeats 5] [--json out.json]
+    python scripts/bench_sample.py [--work-dir out] [--repeats 5] [--command-repeats 3] [--json out.json]
 
-mmjax samples from the work dir's trained Transformer (its names end where they should, so the
-loop stops early) or, without one, from fresh weights; PyTorch always runs makemore's 15 steps, as
-reference.md measured it. All mmjax runs come first: torch's idle OpenMP threads slow whatever runs
-next. Compile time is reported apart; rates are medians of --repeats runs.
+Measures: the sampler at batch 1000 (20,000 names: 20 per row, so the rows' refilling shows) and at
+batch 1 (500 names), compile time apart; with --work-dir, end to end, the marginal rate of
+`sample.py -n 200000 --out F` over `sample.py -n 2000 --out F` (loading, decoding, the report and
+the file included; whole commands, interleaved) and the draws per name of `sample.py -n 1000
+--unique --new`; then PyTorch's `generate` at batch 1000 and 1 (makemore's 15 steps, as
+reference.md measured it). mmjax runs first: torch's idle OpenMP threads slow whatever runs next.
+Rates are medians of --repeats runs (--command-repeats for the commands).
 """
 
 import argparse
 import json
 import pathlib
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from mmjax import sampling, train  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from mmjax import inference, sampling  # noqa: E402
 from mmjax.config import base_config  # noqa: E402
 from mmjax.models import create_model  # noqa: E402
-from mmjax.workdir import WorkDir  # noqa: E402
 
 V, T = 27, 16
 
 
-def median_rate(fn, names, repeats):
+def median_time(fn, repeats):
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return names / statistics.median(times)
+    return statistics.median(times)
 
 
-def transformer(work_dir):
+def load_model(work_dir):
+    """(model, variables): the work dir's best checkpoint, or a fresh default Transformer."""
     if not work_dir:
         model = create_model(base_config(), V, T)
         return model, model.init(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))
-    run = WorkDir(work_dir)
-    config, dataset = run.load_config(), run.load_dataset()
-    state = run.restore(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)), which="best")
-    return create_model(config, dataset.vocab.size, dataset.vocab.block_size), {"params": state.params}
+    run = inference.load(work_dir)
+    return run.model, {"params": run.state.params, "batch_stats": run.state.batch_stats}
 
 
 def bench_mmjax(model, variables, batch, names, repeats):
@@ -53,7 +58,32 @@ def bench_mmjax(model, variables, batch, names, repeats):
     run(0)
     compile_s = time.perf_counter() - start
     seeds = iter(range(1, 10 ** 6))
-    return median_rate(lambda: run(next(seeds)), names, repeats), compile_s
+    return names / median_time(lambda: run(next(seeds)), repeats), compile_s
+
+
+def sample_command(work_dir, *flags):
+    """Runs sample.py; its wall time in seconds and its stdout."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, str(ROOT / "sample.py"), "-o", work_dir, "--out", f"{tmp}/names.txt",
+                                 *map(str, flags)], capture_output=True, text=True, check=True)
+        return time.perf_counter() - start, result.stdout
+
+
+def bench_marginal(work_dir, repeats, small=2000, large=200_000):
+    """(large - small) / (median wall time of `sample.py -n large` - that of `-n small`), interleaved."""
+    times = {small: [], large: []}
+    for seed in range(repeats):
+        for n in times:
+            times[n].append(sample_command(work_dir, "-n", n, "--seed", seed)[0])
+    small_s, large_s = statistics.median(times[small]), statistics.median(times[large])
+    return {"names_per_s": (large - small) / (large_s - small_s), f"n{small}_s": small_s, f"n{large}_s": large_s}
+
+
+def bench_new_names(work_dir, n=1000):
+    seconds, out = sample_command(work_dir, "-n", n, "--unique", "--new")
+    draws = int(re.search(rf"^{n} names from (\d+) draws", out, re.M).group(1))
+    return {"names": n, "draws": draws, "draws_per_name": draws / n, "wall_s": seconds}
 
 
 def bench_torch(batch, names, repeats):
@@ -75,35 +105,47 @@ def bench_torch(batch, names, repeats):
             generate(torch.zeros((batch, 1), dtype=torch.long), T - 1)
 
     run()  # warm up
-    return median_rate(run, names, repeats)
+    return names / median_time(run, repeats)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--work-dir", help="a trained transformer run (default: fresh weights)")
+    parser.add_argument("--command-repeats", type=int, default=3, help="runs of each sample.py command")
+    parser.add_argument("--work-dir", help="a trained transformer run (default: fresh weights, no end-to-end runs)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    model, variables = transformer(args.work_dir)
+    model, variables = load_model(args.work_dir)
     rows = []
-    for batch, names in ((1, 50), (1000, 2000)):
+    for batch, names, torch_names in ((1000, 20_000, 2000), (1, 500, 50)):
         rate, compile_s = bench_mmjax(model, variables, batch, names, args.repeats)
-        rows.append({"batch": batch, "names": names, "mmjax_names_per_s": rate, "mmjax_compile_s": compile_s})
+        rows.append({"batch": batch, "names": names, "mmjax_names_per_s": rate, "mmjax_compile_s": compile_s,
+                     "torch_names": torch_names})
+    results = {"sampler": rows}
+    if args.work_dir:
+        results["marginal"] = bench_marginal(args.work_dir, args.command_repeats)
+        results["unique_new"] = bench_new_names(args.work_dir)
     try:
         import torch  # noqa: F401
     except ImportError:
         print("torch is not installed: mmjax alone (pip install torch==2.13.0 for the comparison)")
     else:
         for row in rows:
-            row["torch_names_per_s"] = bench_torch(row["batch"], row["names"], args.repeats)
+            row["torch_names_per_s"] = bench_torch(row["batch"], row["torch_names"], args.repeats)
             row["speedup"] = row["mmjax_names_per_s"] / row["torch_names_per_s"]
     print(f"{'batch':>6} {'mmjax names/s':>14} {'compile s':>10} {'torch names/s':>14} {'speedup':>8}")
     for r in rows:
         print(f"{r['batch']:>6} {r['mmjax_names_per_s']:>14.0f} {r['mmjax_compile_s']:>10.2f} "
               f"{r.get('torch_names_per_s', float('nan')):>14.1f} {r.get('speedup', float('nan')):>7.1f}x")
-    print(json.dumps(rows))
+    if "marginal" in results:
+        m, u = results["marginal"], results["unique_new"]
+        print(f"sample.py -n 200000 minus -n 2000, end to end: {m['names_per_s']:,.0f} names/s "
+              f"({m['n200000_s']:.2f} s and {m['n2000_s']:.2f} s)")
+        print(f"sample.py -n 1000 --unique --new: {u['draws']} draws, {u['draws_per_name']:.3f} per name, "
+              f"{u['wall_s']:.2f} s")
+    print(json.dumps(results))
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

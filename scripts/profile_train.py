@@ -54,6 +54,25 @@ def category(name, opcode, op_name):
     return f"{'backward' if 'transpose(' in op_name else 'forward'}: {part} ({kind})"
 
 
+def time_by_category(run, hlo, category):
+    """Runs run() under jax.profiler.trace; the operation time (ns, summed over XLA's CPU threads) of each
+    category(name, opcode, op_name) of the HLO's operations, and the number of operations run."""
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            run()
+        profile = ProfileData.from_file(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0])
+    ops, ns, count = op_names(hlo), collections.Counter(), 0
+    for plane in profile.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_XLAEigen"):  # XLA's CPU worker threads
+                continue
+            for event in line.events:
+                if event.name in ops:
+                    ns[category(event.name, *ops[event.name])] += event.duration_ns
+                    count += 1
+    return ns, count
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-i", "--input-file", default=str(ROOT.parent / "shared" / "data" / "names.txt"))
@@ -78,22 +97,7 @@ def main():
         losses.block_until_ready()
         times_ms.append((time.perf_counter() - start) * 1000 / args.steps)
     wall_ms = statistics.median(times_ms[1:])
-    with tempfile.TemporaryDirectory() as trace_dir:
-        with jax.profiler.trace(trace_dir):
-            state, losses = run(state)
-            losses.block_until_ready()
-        profile = ProfileData.from_file(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0])
-        ops = op_names(hlo)
-        ns = collections.Counter()
-        count = 0
-        for plane in profile.planes:
-            for line in plane.lines:
-                if not line.name.startswith("tf_XLAEigen"):  # XLA's CPU worker threads
-                    continue
-                for event in line.events:
-                    if event.name in ops:
-                        ns[category(event.name, *ops[event.name])] += event.duration_ns
-                        count += 1
+    ns, count = time_by_category(lambda: run(state)[1].block_until_ready(), hlo, category)
     total_ms = sum(ns.values()) / 1e6 / args.steps
     rows = [{"what": what, "ms": t / 1e6 / args.steps, "share": t / sum(ns.values())} for what, t in ns.most_common()]
     print(f"{args.type}: {wall_ms:.2f} ms/step unprofiled (median of 5); {count // args.steps} XLA operations and "

@@ -64,19 +64,29 @@ def test_future_tokens_never_change_past_logits(randomised):
 
 
 def test_decode_steps_equal_the_full_forward(randomised):
+    """Row b decodes sequence a up to step T - b, then restarts at position 0 on sequence c (its carry
+    still holding a), as the sampler refills rows: every step's logits are the full pass's."""
     model, variables = randomised
-    idx_bt = tokens(3)
-    full_btv = model.apply(variables, idx_bt)
+    a_bt, c_bt = tokens(3), tokens(5)
+    restart_b = T - jnp.arange(3)
+    s_bs = jnp.broadcast_to(jnp.arange(2 * T), (3, 2 * T))
+    pos_bs = jnp.where(s_bs < restart_b[:, None], s_bs, s_bs - restart_b[:, None])
+    rows_b1 = jnp.arange(3)[:, None]
+    idx_bs = jnp.where(s_bs < restart_b[:, None], a_bt[rows_b1, pos_bs], c_bt[rows_b1, pos_bs % T])
+    full_a_btv, full_c_btv = model.apply(variables, a_bt), model.apply(variables, c_bt)
+    expected_bsv = jnp.where((s_bs < restart_b[:, None])[..., None], full_a_btv[rows_b1, pos_bs],
+                             full_c_btv[rows_b1, pos_bs % T])
 
     @jax.jit
-    def decode(idx_bt):  # a scan, as the sampler's loop: the carry must keep its shapes and dtypes
-        def step(carry, token_b):
-            logits_bv, carry = model.apply(variables, carry, token_b, method="decode_step")
+    def decode(idx_bs, pos_bs):  # a scan, as the sampler's loop: the carry must keep its shapes and dtypes
+        def step(carry, token_pos):
+            logits_bv, carry = model.apply(variables, carry, *token_pos, method="decode_step")
             return carry, logits_bv
-        carry = model.apply(variables, idx_bt.shape[0], method="decode_init")
-        return jax.lax.scan(step, carry, idx_bt.T)[1].transpose(1, 0, 2)
+        carry = model.apply(variables, idx_bs.shape[0], method="decode_init")
+        return jax.lax.scan(step, carry, (idx_bs.T, pos_bs.T))[1].transpose(1, 0, 2)
 
-    np.testing.assert_allclose(decode(idx_bt), full_btv, atol=1e-5, rtol=1e-5)
+    valid_bs = pos_bs < T
+    np.testing.assert_allclose(decode(idx_bs, pos_bs)[valid_bs], expected_bsv[valid_bs], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("model_type", TYPES)

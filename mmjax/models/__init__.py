@@ -7,9 +7,11 @@ fields filled from the config fields of the same names, with:
   0..t only. `train=True` is the training pass: BatchNorm normalises with batch statistics and
   updates the `batch_stats` collection (dropout, where a model has it, draws on the `dropout` rng).
 - `decode_init(batch_size) -> carry`: the decode state before any token, a pytree of arrays.
-- `decode_step(carry, token_b) -> (logits_bv, carry)`: feeds each sequence's next token (the first
-  call feeds the start token 0 at position 0) and returns the logits for the token after it, equal
-  to `__call__`'s logits at that position. One sampler serves every model through these two.
+- `decode_step(carry, token_b, pos_b) -> (logits_bv, carry)`: feeds row b's token at its own
+  position pos_b and returns the logits for the token after it, equal to `__call__`'s logits at that
+  position. A row at position 0 (fed the start token 0) begins a new sequence whatever its carry
+  holds, so the sampler refills a finished row without resetting it. One sampler serves every
+  model through these two.
 
 A model fitted in closed form rather than by gradient steps also has `fit(x_nt, y_nt) -> params`.
 """

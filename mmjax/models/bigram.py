@@ -19,5 +19,5 @@ class Bigram(nn.Module):
     def decode_init(self, batch_size):
         return ()  # nothing to remember: the token fed in is the whole context
 
-    def decode_step(self, carry, token_b):
+    def decode_step(self, carry, token_b, pos_b):
         return self.logits[token_b], carry

@@ -31,6 +31,6 @@ class BigramCounts(nn.Module):
     def decode_init(self, batch_size):
         return jnp.zeros((batch_size,), jnp.int32)
 
-    def decode_step(self, last_b, token_b):
+    def decode_step(self, last_b, token_b, pos_b):
         """The carry is the last token fed; the prediction depends on the newest one alone."""
         return self(token_b[:, None])[:, 0], token_b

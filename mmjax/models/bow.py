@@ -58,11 +58,9 @@ class BoW(nn.Module):
         return self.lm_head(self.context_block(x_btc, mean_btc))
 
     def decode_init(self, batch_size):
-        return {"sum_bc": jnp.zeros((batch_size, self.n_embd)), "t_b": jnp.zeros((batch_size,), jnp.int32)}
+        return jnp.zeros((batch_size, self.n_embd))  # the sum of the prefix's x
 
-    def decode_step(self, carry, token_b):
-        t_b = carry["t_b"]
-        x_bc = self.wte(token_b) + self.wpe(t_b)
-        sum_bc = carry["sum_bc"] + x_bc
-        logits_bv = self.lm_head(self.context_block(x_bc, sum_bc / (t_b + 1)[:, None]))
-        return logits_bv, {"sum_bc": sum_bc, "t_b": t_b + 1}
+    def decode_step(self, sum_bc, token_b, pos_b):
+        x_bc = self.wte(token_b) + self.wpe(pos_b)
+        sum_bc = jnp.where((pos_b == 0)[:, None], 0.0, sum_bc) + x_bc
+        return self.lm_head(self.context_block(x_bc, sum_bc / (pos_b + 1)[:, None])), sum_bc

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.models.layers import Embedding, Linear
+from mmjax.models.layers import Embedding, Linear, restart
 
 
 class MLP(nn.Module):
@@ -39,6 +39,7 @@ class MLP(nn.Module):
     def decode_init(self, batch_size):
         return jnp.full((batch_size, self.block_size), self.vocab_size, jnp.int32)
 
-    def decode_step(self, context_bk, token_b):
+    def decode_step(self, context_bk, token_b, pos_b):
+        context_bk = restart(context_bk, self.decode_init(token_b.shape[0]), pos_b)
         context_bk = jnp.concatenate([token_b[:, None].astype(context_bk.dtype), context_bk[:, :-1]], axis=1)
         return self.head(context_bk), context_bk

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.models.layers import Embedding
+from mmjax.models.layers import Embedding, restart
 
 # Kaiming init for tanh (He et al. 2015): std (5/3)/sqrt(fan_in) keeps the pre-activations at unit scale.
 TANH_INIT = nn.initializers.variance_scaling((5 / 3) ** 2, "fan_in", "normal")
@@ -55,8 +55,9 @@ class CausalConvLM(nn.Module):
     def decode_init(self, batch_size):
         return jnp.zeros((batch_size, self.context), jnp.int32)
 
-    def decode_step(self, window_bk, token_b):
+    def decode_step(self, window_bk, token_b, pos_b):
         """The carry is the window of the last `context` tokens; eval mode (running statistics)."""
+        window_bk = restart(window_bk, self.decode_init(token_b.shape[0]), pos_b)
         window_bk = jnp.concatenate([window_bk[:, 1:], token_b[:, None]], axis=1)
         return self._logits(window_bk, jnp.ones_like(window_bk, bool), False)[:, -1], window_bk
 

@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmjax.errors import UserError
-from mmjax.models.layers import Embedding, Linear, torch_uniform
+from mmjax.models.layers import Embedding, Linear, restart, torch_uniform
 
 
 class XHCell(nn.RNNCellBase):
@@ -91,6 +91,7 @@ class RNN(nn.Module):
         h_bc = jnp.broadcast_to(self.start, (batch_size, self.n_embd2))
         return (jnp.zeros_like(h_bc), h_bc) if self.cell == "lstm" else h_bc  # the LSTM carries (c, h)
 
-    def decode_step(self, carry, token_b):
+    def decode_step(self, carry, token_b, pos_b):
+        carry = restart(carry, self.decode_init(token_b.shape[0]), pos_b)
         carry, h_bc = self.recurrence(carry, self.wte(token_b))
         return self.lm_head(h_bc), carry

@@ -18,9 +18,10 @@ class CausalSelfAttention(nn.Module):
     n_head: int
 
     @nn.compact
-    def __call__(self, x_btc, kv_cache=None, pos=None):
-        """Causal attention over x; or, when decoding position `pos` (x has T = 1), over the
-        key/value cache (k_bsnh, v_bsnh) of every position, which it returns updated."""
+    def __call__(self, x_btc, kv_cache=None, slot=None, seen_bs=None):
+        """Causal attention over x; or, when decoding (x has T = 1), over the key/value cache
+        (k_bnsh, v_bnsh): this token's key and value go to cache slot `slot`, and row b attends to
+        the slots seen_bs[b] (see Transformer.decode_step). Returns the cache updated."""
         B, T, C = x_btc.shape
         q_btc, k_btc, v_btc = jnp.split(Linear(3 * C, C, name="c_attn")(x_btc), 3, axis=-1)
         q_btnh, k_btnh, v_btnh = (t.reshape(B, T, self.n_head, C // self.n_head) for t in (q_btc, k_btc, v_btc))
@@ -29,11 +30,15 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is None:
             y_btnh = nn.dot_product_attention(q_btnh, k_btnh, v_btnh, mask=nn.make_causal_mask(jnp.ones((B, T))))
         else:
-            k_bsnh, v_bsnh = (jax.lax.dynamic_update_slice_in_dim(cache, new, pos, axis=1)
+            # the cache is (B, heads, S, head) and the two products are written out: flax's attention
+            # wants (B, S, heads, head), which made XLA:CPU transpose and copy the whole cache every
+            # step (half of the step's time); in this layout the products need no copy
+            k_bnsh, v_bnsh = (jax.lax.dynamic_update_slice_in_dim(cache, new.transpose(0, 2, 1, 3), slot, axis=2)
                               for cache, new in zip(kv_cache, (k_btnh, v_btnh)))
-            seen_s = jnp.arange(k_bsnh.shape[1]) <= pos
-            y_btnh = nn.dot_product_attention(q_btnh, k_bsnh, v_bsnh, mask=seen_s[None, None, None, :])
-            kv_cache = (k_bsnh, v_bsnh)
+            scores_bns = jnp.einsum("bnh,bnsh->bns", q_btnh[:, 0], k_bnsh) * (C // self.n_head) ** -0.5
+            probs_bns = jax.nn.softmax(jnp.where(seen_bs[:, None], scores_bns, -jnp.inf), axis=-1)
+            y_btnh = jnp.einsum("bns,bnsh->bnh", probs_bns, v_bnsh)[:, None]
+            kv_cache = (k_bnsh, v_bnsh)
         return Linear(C, C, name="c_proj")(y_btnh.reshape(B, T, C)), kv_cache
 
 
@@ -54,9 +59,9 @@ class Block(nn.Module):
     n_head: int
 
     @nn.compact
-    def __call__(self, x_btc, kv_cache=None, pos=None):
+    def __call__(self, x_btc, kv_cache=None, slot=None, seen_bs=None):
         y_btc, kv_cache = CausalSelfAttention(self.n_embd, self.n_head, name="attn")(
-            LayerNorm("ln_1")(x_btc), kv_cache, pos)
+            LayerNorm("ln_1")(x_btc), kv_cache, slot, seen_bs)
         x_btc = x_btc + y_btc
         return x_btc + MLP(self.n_embd, name="mlp")(LayerNorm("ln_2")(x_btc)), kv_cache
 
@@ -84,16 +89,20 @@ class Transformer(nn.Module):
         return self.lm_head(self.ln_f(x_btc))
 
     def decode_init(self, batch_size):
-        """A key/value cache per layer, and the position the next token goes to."""
-        shape = (batch_size, self.block_size, self.n_head, self.n_embd // self.n_head)
-        return {"pos": jnp.zeros((), jnp.int32),
-                "kv": [(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(self.n_layer)]}
+        """A key/value cache per layer, and the number of steps decoded."""
+        shape = (batch_size, self.n_head, self.block_size, self.n_embd // self.n_head)
+        return {"step": jnp.zeros((), jnp.int32), "kv": [(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(self.n_layer)]}
 
-    def decode_step(self, carry, token_b):
-        pos = carry["pos"]
-        x_b1c = self.wte(token_b[:, None]) + self.wpe(pos)
+    def decode_step(self, carry, token_b, pos_b):
+        """Every row writes step s's key and value to slot s % block_size, a ring: one slice for the
+        whole batch (a scatter at each row's position took 44% of the step). Row b's sequence holds
+        the last pos_b + 1 slots; older ones, an earlier sequence of the row, are masked out.
+        Attention ignores key order (positions are in wpe), so the ring's order does not matter."""
+        step, S = carry["step"], self.block_size
+        slot, seen_bs = step % S, (step - jnp.arange(S)) % S <= pos_b[:, None]
+        x_b1c = (self.wte(token_b) + self.wpe(pos_b))[:, None]
         kv = []
         for block, kv_cache in zip(self.h, carry["kv"]):
-            x_b1c, kv_cache = block(x_b1c, kv_cache, pos)
+            x_b1c, kv_cache = block(x_b1c, kv_cache, slot, seen_bs)
             kv.append(kv_cache)
-        return self.lm_head(self.ln_f(x_b1c))[:, 0], {"pos": pos + 1, "kv": kv}
+        return self.lm_head(self.ln_f(x_b1c))[:, 0], {"step": step + 1, "kv": kv}
