@@ -1,6 +1,7 @@
 """The command lines: `mmjax-train` (train.py, `python -m mmjax train`) and `mmjax-sample` (sample.py,
 `python -m mmjax sample`) parse their flags into a config and call the Python API."""
 
+import argparse
 import pathlib
 import shlex
 import sys
@@ -40,6 +41,14 @@ CONFIG_FLAGS = [
 PLATFORMS = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "tpu": "tpu", "mps": "METAL"}
 
 
+def device_flag(text):
+    """--device: a name of PLATFORMS, or cuda:N (gpu:N) for the one GPU N, as makemore and PyTorch write it."""
+    name, colon, index = text.partition(":")
+    if name not in PLATFORMS or colon and not (PLATFORMS[name] == "cuda" and index.isdigit()):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: choose cpu, cuda, cuda:N, gpu, mps or tpu")
+    return text
+
+
 def train_parser(prog=None):
     parser = Parser(prog=prog, description="Train a character-level model on a file of words.")
     parser.add_argument("--input-file", "-i", help="one item per line (default: US baby names, see README)")
@@ -55,8 +64,9 @@ def train_parser(prog=None):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--distributed", action="store_true",
                         help="one of several processes (hosts): jax.distributed.initialize() first; see README")
-    parser.add_argument("--device", choices=PLATFORMS, help="train on this jax platform (mps: jax's Metal plugin; "
-                        "default: jax's choice, an accelerator if there is one)")
+    parser.add_argument("--device", type=device_flag, help="cpu, cuda (or gpu), cuda:N (GPU N alone), tpu, or mps "
+                        "(jax's Metal plugin): the jax platform to train on (default: jax's choice, an accelerator "
+                        "if there is one)")
     parser.add_argument("--num-workers", type=int, help="makemore's DataLoader workers: accepted, and no effect "
                         "(the words live on the device and each step draws its batch there)")
     parser.set_defaults(prog=parser.prog)  # for the command that continues a stopped run
@@ -89,17 +99,26 @@ def resumed_config(workdir, args):
     return config
 
 
+def choose_platform(device):
+    """Makes jax start `device`'s platform alone, when it starts (so no GPU memory is taken by a CPU run)."""
+    name, _, index = device.partition(":")
+    jax.config.update("jax_platforms", PLATFORMS[name])
+    if index:
+        jax.config.update("jax_cuda_visible_devices", index)
+
+
 def start_platform(device):
-    """Starts `device`'s platform, which jax_platforms names alone (so no other backend starts: no GPU memory
-    is taken by a CPU run); one jax does not see is a UserError naming those it does see."""
+    """Starts the platform choose_platform chose; one jax does not see is a UserError naming those it sees."""
+    name = device.partition(":")[0]
+    platform = PLATFORMS[name]
     try:
         jax.devices()
     except Exception:  # RuntimeError, or an AssertionError from jax when no GPU is visible
         jax.config.update("jax_platforms", "")
         jax.extend.backend.clear_backends()
         seen = sorted(jax.extend.backend.backends())
-        raise UserError(f"--device {device}: jax sees no {PLATFORMS[device]} device here, only {', '.join(seen)}: "
-                        f"pass --device {seen[0]}, or install jax for {device} (README: GPU, TPU and several devices)"
+        raise UserError(f"--device {device}: jax sees no {platform} device here, only {', '.join(seen)}: "
+                        f"pass --device {seen[0]}, or install jax for {name} (README: GPU, TPU and several devices)"
                         ) from None
 
 
@@ -119,7 +138,7 @@ def resume_command(args):
 
 def train_main(args):
     if args.device:  # before any backend starts; checked once --distributed has joined the others
-        jax.config.update("jax_platforms", PLATFORMS[args.device])
+        choose_platform(args.device)
     if args.distributed:  # before anything touches the devices; finds the others on TPU pods, SLURM, ...
         try:
             jax.distributed.initialize()

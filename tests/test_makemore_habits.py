@@ -102,12 +102,13 @@ def test_help_lists_makemores_flags():
     assert "-1: until stopped (makemore's default; mmjax's is 10000)" in text
 
 
-@pytest.mark.parametrize("device, platform", [("tpu", "tpu"), ("cuda", "cuda"), ("mps", "METAL")])
-def test_an_absent_device_names_the_platforms_jax_sees(tmp_path, device, platform):
+@pytest.mark.parametrize("device, platform, name", [("tpu", "tpu", "tpu"), ("cuda:1", "cuda", "cuda"),
+                                                    ("mps", "METAL", "mps")])
+def test_an_absent_device_names_the_platforms_jax_sees(tmp_path, device, platform, name):
     result = train_py("--device", device, "-o", tmp_path / "run")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (f"error: --device {device}: jax sees no {platform} device here, only cpu: pass --device "
-                             f"cpu, or install jax for {device} (README: GPU, TPU and several devices)\n")
+                             f"cpu, or install jax for {name} (README: GPU, TPU and several devices)\n")
     assert not (tmp_path / "run").exists()
 
 
@@ -115,9 +116,10 @@ def test_an_absent_device_names_the_platforms_jax_sees(tmp_path, device, platfor
     (["--max-steps", "-2"], "max_steps must be positive, or -1 to train until stopped, got -2: pass a value above 0"),
     (["--max-steps", "0"], "max_steps must be positive, or -1 to train until stopped, got 0"),
     (["--sample-every", "-1"], "sample_every must not be negative, got -1: pass 0 or more"),
+    (["--device", "cuda:x"], "argument --device: unknown device 'cuda:x': choose cpu, cuda, cuda:N, gpu, mps or tpu"),
     (["--max-steps", "-1", "--config", "{d}/cosine.py"], "the warmup_cosine schedule decays over max_steps, so it needs"),
 ])
-def test_max_steps_and_sample_every_refusals(tmp_path, capsys, argv, message):
+def test_flag_refusals(tmp_path, capsys, argv, message):
     (tmp_path / "w.txt").write_text("ab\ncd\n")
     (tmp_path / "cosine.py").write_text("from mmjax.config import get_config as g\n"
                                         "def get_config():\n    return g('bigram', lr_schedule='warmup_cosine')\n")
