@@ -34,3 +34,10 @@ def test_profile_train(names_file, tmp_path):
     shares = {row["what"]: row["share"] for row in profile["rows"]}
     assert profile["wall_ms"] > 0 and abs(sum(shares.values()) - 1) < 1e-6
     assert shares["backward: dense layers (matmul)"] > 0 and shares["optimiser (AdamW)"] > 0
+
+
+def test_bench_sample_every_quick(names_file, tmp_path):
+    run_script("scripts/bench_sample_every.py", "-i", names_file, "--type", "bigram", "--quick",
+               "--json", tmp_path / "b.json")
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert figures["sample_every"] == 200 and figures["sample_line_ms"] > 0 and figures["ms_per_step_plain"] > 0
