@@ -34,7 +34,8 @@ CONFIG_FLAGS = [
     (("--top-p",), float, "sample from the smallest set of tokens whose mass reaches this"),
     (("--temperature",), float, "sampling temperature"),
     (("--num-samples", "-n"), int, "number of samples to print"),
-    (("--sample-every",), int, "print 10 samples every this many steps, at the end of a dispatch (default 200; 0: never)"),
+    (("--sample-every",), int, "print 10 samples every this many steps, after the dispatch that gets there "
+                               "(default 200; 0: never)"),
 ]
 
 # makemore's --device names, and the jax platform each one is
@@ -160,10 +161,10 @@ def train_main(args):
         config = resolve_config(args)
         if workdir.has_run:
             raise UserError(f"{workdir.path} already holds a run: pass --resume to continue it, or another -o")
+    value_and_grad = backprop.value_and_grad if config.manual_grad else losses.value_and_grad
     try:
         train.train_and_evaluate(config, workdir, None if args.resume else args.input_file, encoding=args.encoding,
-                                 max_word_length=args.max_word_length,
-                                 value_and_grad=backprop.value_and_grad if config.manual_grad else losses.value_and_grad,
+                                 max_word_length=args.max_word_length, value_and_grad=value_and_grad,
                                  eval_hooks=[diagnostics.record], progress=not args.no_progress)
     except stopping.Stopped as e:
         if jax.process_index() == 0:

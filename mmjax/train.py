@@ -109,8 +109,8 @@ def sample_line(model, state, vocab, config, step, num_samples=10):
     """makemore's samples while it trains, as one line. They are drawn on a key of their own (the run's
     randomness is untouched) from host copies of the parameters (process 0 samples alone)."""
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    words = sampling.sample_words(model, variables, vocab, config.seed + step, num_samples, temperature=config.temperature,
-                                  top_k=config.top_k, top_p=config.top_p)
+    words = sampling.sample_words(model, variables, vocab, config.seed + step, num_samples,
+                                  temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
     return f"step {step} | samples: {', '.join(words)}"
 
 
@@ -211,7 +211,8 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
             bar.update(len(step_losses))
             bar.set_postfix(loss=f"{step_losses[-1]:.4f}")
             log.write({"step": step, "loss": step_losses[-1]})
-            if printing and config.sample_every and (first_step - 1) // config.sample_every < step // config.sample_every:
+            every = config.sample_every
+            if printing and every and (first_step - 1) // every < step // every:  # passed a multiple of it
                 bar.write(sample_line(model, state, vocab, config, step))
             if step % config.eval_every and step != max_steps and not final:
                 return

@@ -134,8 +134,8 @@ class WorkDir:
         run_words = self.run_words()
         if words != run_words:
             lines = [line.strip() for line in pathlib.Path(path).read_text(encoding=encoding).splitlines()]
-            raise UserError(f"{path} does not hold the run's words ({first_difference(words, run_words, lines)}): drop -i, "
-                            f"the run in {self.path} trains and samples on its own words; or pass another -o")
+            raise UserError(f"{path} does not hold the run's words ({first_difference(words, run_words, lines)}): "
+                            f"drop -i, the run in {self.path} trains and samples on its own words; or pass another -o")
 
     def check_writable(self):
         """Refuses, before anything is written, a work dir that cannot be written to (to resume it)."""

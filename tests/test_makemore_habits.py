@@ -117,7 +117,7 @@ def test_an_absent_device_names_the_platforms_jax_sees(tmp_path, device, platfor
     (["--max-steps", "0"], "max_steps must be positive, or -1 to train until stopped, got 0"),
     (["--sample-every", "-1"], "sample_every must not be negative, got -1: pass 0 or more"),
     (["--device", "cuda:x"], "argument --device: unknown device 'cuda:x': choose cpu, cuda, cuda:N, gpu, mps or tpu"),
-    (["--max-steps", "-1", "--config", "{d}/cosine.py"], "the warmup_cosine schedule decays over max_steps, so it needs"),
+    (["--max-steps", "-1", "--config", "{d}/cosine.py"], "the warmup_cosine schedule decays over max_steps, so"),
 ])
 def test_flag_refusals(tmp_path, capsys, argv, message):
     (tmp_path / "w.txt").write_text("ab\ncd\n")
