@@ -1,11 +1,15 @@
 """The command lines: `mmjax-train` (train.py, `python -m mmjax train`) and `mmjax-sample` (sample.py,
 `python -m mmjax sample`) parse their flags into a config and call the Python API."""
 
+import argparse
 import pathlib
+import shlex
+import sys
 
 import jax
+import jax.extend.backend
 
-from mmjax import backprop, diagnostics, inference, losses, sampling, train
+from mmjax import backprop, diagnostics, inference, losses, sampling, stopping, train
 from mmjax import config as config_lib
 from mmjax.errors import Parser, UserError, run
 from mmjax.workdir import WorkDir
@@ -13,7 +17,7 @@ from mmjax.workdir import WorkDir
 # makemore.py's flags (and a few more) that override fields of the config file.
 CONFIG_FLAGS = [
     (("--type",), str, "model type: the config file configs/TYPE.py"),
-    (("--max-steps",), int, "number of optimisation steps"),
+    (("--max-steps",), int, "number of optimisation steps; -1: until stopped (makemore's default; mmjax's is 10000)"),
     (("--batch-size", "-b"), int, "batch size"),
     (("--learning-rate", "-l"), float, "AdamW learning rate"),
     (("--weight-decay", "-w"), float, "AdamW weight decay"),
@@ -30,7 +34,20 @@ CONFIG_FLAGS = [
     (("--top-p",), float, "sample from the smallest set of tokens whose mass reaches this"),
     (("--temperature",), float, "sampling temperature"),
     (("--num-samples", "-n"), int, "number of samples to print"),
+    (("--sample-every",), int, "print 10 samples every this many steps, after the dispatch that gets there "
+                               "(default 200; 0: never)"),
 ]
+
+# makemore's --device names, and the jax platform each one is
+PLATFORMS = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "tpu": "tpu", "mps": "METAL"}
+
+
+def device_flag(text):
+    """--device: a name of PLATFORMS, or cuda:N (gpu:N) for the one GPU N, as makemore and PyTorch write it."""
+    name, colon, index = text.partition(":")
+    if name not in PLATFORMS or colon and not (PLATFORMS[name] == "cuda" and index.isdigit()):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: choose cpu, cuda, cuda:N, gpu, mps or tpu")
+    return text
 
 
 def train_parser(prog=None):
@@ -48,6 +65,12 @@ def train_parser(prog=None):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--distributed", action="store_true",
                         help="one of several processes (hosts): jax.distributed.initialize() first; see README")
+    parser.add_argument("--device", type=device_flag, help="cpu, cuda (or gpu), cuda:N (GPU N alone), tpu, or mps "
+                        "(jax's Metal plugin): the jax platform to train on (default: jax's choice, an accelerator "
+                        "if there is one)")
+    parser.add_argument("--num-workers", type=int, help="makemore's DataLoader workers: accepted, and no effect "
+                        "(the words live on the device and each step draws its batch there)")
+    parser.set_defaults(prog=parser.prog)  # for the command that continues a stopped run
     for flags, kind, text in CONFIG_FLAGS:
         parser.add_argument(*flags, type=kind, default=None, help=text)
     return parser
@@ -77,30 +100,76 @@ def resumed_config(workdir, args):
     return config
 
 
+def choose_platform(device):
+    """Makes jax start `device`'s platform alone, when it starts (so no GPU memory is taken by a CPU run)."""
+    name, _, index = device.partition(":")
+    jax.config.update("jax_platforms", PLATFORMS[name])
+    if index:
+        jax.config.update("jax_cuda_visible_devices", index)
+
+
+def start_platform(device):
+    """Starts the platform choose_platform chose; one jax does not see is a UserError naming those it sees."""
+    name = device.partition(":")[0]
+    platform = PLATFORMS[name]
+    try:
+        jax.devices()
+    except Exception:  # RuntimeError, or an AssertionError from jax when no GPU is visible
+        jax.config.update("jax_platforms", "")
+        jax.extend.backend.clear_backends()
+        seen = sorted(jax.extend.backend.backends())
+        raise UserError(f"--device {device}: jax sees no {platform} device here, only {', '.join(seen)}: "
+                        f"pass --device {seen[0]}, or install jax for {name} (README: GPU, TPU and several devices)"
+                        ) from None
+
+
+def resume_command(args):
+    """The command that continues a stopped run: the flags given, without -i (the run has its words), and
+    --resume."""
+    argv = ["-o", args.work_dir]
+    for action in train_parser()._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest in ("help", "work_dir", "input_file", "resume") or value in (None, action.default):
+            continue
+        flag = min(action.option_strings, key=len)
+        argv += [flag] if action.nargs == 0 else [flag, str(value)]
+    command = ["python", sys.argv[0]] if args.prog.endswith(".py") else shlex.split(args.prog)
+    return shlex.join([*command, *argv, "--resume"])
+
+
 def train_main(args):
+    if args.device:  # before any backend starts; checked once --distributed has joined the others
+        choose_platform(args.device)
     if args.distributed:  # before anything touches the devices; finds the others on TPU pods, SLURM, ...
         try:
             jax.distributed.initialize()
         except ValueError as e:
             raise UserError(f"--distributed found no cluster to join ({str(e).rstrip('.')}): run train.py once "
                             "per host on a TPU pod or under SLURM or Open MPI, or drop --distributed") from None
+    if args.device:
+        start_platform(args.device)
     if args.max_word_length is not None and args.max_word_length < 1:
         raise UserError(f"--max-word-length must be positive, got {args.max_word_length}: pass 1 or more")
     workdir = WorkDir(args.work_dir, read_only=args.sample_only)
     if args.resume or args.sample_only:
-        if args.input_file:
-            raise UserError("--resume and --sample-only use the work dir's own words: drop -i, or pass another -o")
         config = resumed_config(workdir, args)
+        if args.input_file:  # makemore's habit: accepted if the file holds the run's words, not used
+            workdir.check_input(args.input_file, args.encoding)
         if args.sample_only:
             return print_samples(workdir, config)
     else:
         config = resolve_config(args)
         if workdir.has_run:
             raise UserError(f"{workdir.path} already holds a run: pass --resume to continue it, or another -o")
-    train.train_and_evaluate(config, workdir, args.input_file, encoding=args.encoding,
-                             max_word_length=args.max_word_length,
-                             value_and_grad=backprop.value_and_grad if config.manual_grad else losses.value_and_grad,
-                             eval_hooks=[diagnostics.record], progress=not args.no_progress)
+    value_and_grad = backprop.value_and_grad if config.manual_grad else losses.value_and_grad
+    try:
+        train.train_and_evaluate(config, workdir, None if args.resume else args.input_file, encoding=args.encoding,
+                                 max_word_length=args.max_word_length, value_and_grad=value_and_grad,
+                                 eval_hooks=[diagnostics.record], progress=not args.no_progress)
+    except stopping.Stopped as e:
+        if jax.process_index() == 0:
+            print(f"stopped at step {e.step}: continue with {resume_command(args)}", file=sys.stderr)
+        sys.exit(e.exit_status)
 
 
 def sample_parser(prog=None):
@@ -147,7 +216,11 @@ def print_samples(workdir, config, **options):
 
 
 def train_command(argv=None, prog=None):
-    run(train_main, train_parser(prog), argv)
+    try:
+        run(train_main, train_parser(prog), argv)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which stops at a step instead): nothing to save
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def sample_command(argv=None, prog=None):

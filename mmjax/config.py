@@ -47,7 +47,7 @@ def base_config():
     config.b1 = 0.9
     config.b2 = 0.99
     config.eps = 1e-8
-    config.max_steps = 10_000
+    config.max_steps = 10_000  # -1: until stopped (SIGINT, SIGTERM), makemore's default
     config.optimizer = "adamw"  # or "sgd" (the lectures'); b1, b2, eps are AdamW's
     config.lr_schedule = "constant"  # "step" or "warmup_cosine": mmjax/optimizers.py
     config.lr_decay_steps = 0  # "step": multiply the learning rate by lr_decay_factor from this step on
@@ -61,6 +61,7 @@ def base_config():
     config.eval_every = 500  # evaluate and checkpoint
     config.eval_train_size = 1000  # train words scored at each evaluation
     config.eval_batch_size = 500
+    config.sample_every = 200  # print 10 samples every this many steps, as makemore (0: never)
     # Sampling.
     config.num_samples = 50
     config.temperature = 1.0
@@ -110,9 +111,15 @@ def override(config, overrides):
 def validate(config):
     if config.type not in MODELS:
         raise UserError(f"unknown model type {config.type!r}: choose one of {', '.join(MODELS)}")
-    for field in ("batch_size", "learning_rate", "max_steps", "log_every", "eval_every", "eval_batch_size"):
+    for field in ("batch_size", "learning_rate", "log_every", "eval_every", "eval_batch_size"):
         if not config[field] > 0:
             raise UserError(f"{field} must be positive, got {config[field]}: pass a value above 0")
+    if not (config.max_steps > 0 or config.max_steps == -1):
+        raise UserError(f"max_steps must be positive, or -1 to train until stopped, got {config.max_steps}: "
+                        "pass a value above 0, or -1")
+    if config.max_steps == -1 and config.lr_schedule == "warmup_cosine":
+        raise UserError("the warmup_cosine schedule decays over max_steps, so it needs an end: pass --max-steps N, "
+                        "not -1, or another lr_schedule")
     if config.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if config.lr_schedule not in SCHEDULES:
@@ -122,7 +129,7 @@ def validate(config):
     if config.manual_grad and (config.type != "mlp_bn" or config.compute_dtype != "float32"):
         raise UserError(f"manual gradients are written for mlp_bn in float32, not {config.type} in "
                         f"{config.compute_dtype}: turn manual_grad off or use the mlp_bn type")
-    for field in ("weight_decay", "grad_clip", "warmup_steps", "lr_decay_steps"):
+    for field in ("weight_decay", "grad_clip", "warmup_steps", "lr_decay_steps", "sample_every"):
         if config[field] < 0:
             raise UserError(f"{field} must not be negative, got {config[field]}: pass 0 or more")
 

@@ -11,7 +11,7 @@ from flax.training import train_state
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mmjax import input_pipeline, losses, optimizers
+from mmjax import input_pipeline, losses, optimizers, sampling, stopping
 from mmjax.errors import NonFiniteLossError, UserError
 from mmjax.models import create_model, model_fields
 from mmjax.workdir import WorkDir
@@ -94,10 +94,24 @@ def evaluate(state, x_nt, y_nt, batch_size, compute_dtype="float32"):
     return nll_sum / count
 
 
+def last_step(config):
+    """config.max_steps; -1 (makemore's default) trains until stopped."""
+    return math.inf if config.max_steps == -1 else config.max_steps
+
+
 def next_stop(step, config):
     """The next step at which the loop logs, evaluates or ends."""
     return min((step // config.log_every + 1) * config.log_every,
-               (step // config.eval_every + 1) * config.eval_every, config.max_steps)
+               (step // config.eval_every + 1) * config.eval_every, last_step(config))
+
+
+def sample_line(model, state, vocab, config, step, num_samples=10):
+    """makemore's samples while it trains, as one line. They are drawn on a key of their own (the run's
+    randomness is untouched) from host copies of the parameters (process 0 samples alone)."""
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    words = sampling.sample_words(model, variables, vocab, config.seed + step, num_samples,
+                                  temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+    return f"step {step} | samples: {', '.join(words)}"
 
 
 def check_finite(name, losses_, first_step):
@@ -122,6 +136,7 @@ def new_run(config, workdir, input_file, encoding, max_word_length):
     state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     data_parallel(config.batch_size)  # a batch that does not divide over the devices is refused before writing
     workdir.create(config, dataset)
+    workdir.record_words(words)
     if jax.process_index() == 0:
         print(f"{len(words)} words from {path}: {len(dataset.train_words)} train, {len(dataset.test_words)} test, "
               f"vocabulary {''.join(dataset.vocab.chars)!r} ({dataset.vocab.size} tokens), "
@@ -162,7 +177,8 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
     `value_and_grad`: the gradient (losses.value_and_grad's signature; mmjax.backprop has lecture 4's).
     `eval_hooks`: functions (state, x_bt, y_bt) -> dict of metrics, called at each evaluation on the first
     batch of training words and logged with it (mmjax.diagnostics.record is lecture 3's).
-    Returns the final state."""
+    SIGINT or SIGTERM ends training at the end of the current dispatch: it evaluates, saves and raises
+    mmjax.stopping.Stopped. Returns the final state."""
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     if config.manual_grad and value_and_grad is losses.value_and_grad:
         raise UserError("config.manual_grad asks for lecture 4's gradients: pass "
@@ -179,22 +195,27 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
     score_name = "test_loss" if test_words else "train_loss"
     model = create_model(config, vocab.size, vocab.block_size)
     fit = getattr(model, "fit", None)  # a model fitted in closed form: one step, no gradients for the hooks
-    max_steps = 1 if fit else config.max_steps
+    max_steps = 1 if fit else last_step(config)
     step = int(state.step)
     printing = jax.process_index() == 0  # with several processes, process 0 speaks for all
     from tqdm import tqdm
 
-    with workdir.logger() as log, tqdm(total=max_steps, initial=step, disable=not (progress and printing),
-                                       unit="step", dynamic_ncols=True) as bar:
+    with stopping.on_signals() as stop, workdir.logger() as log, \
+            tqdm(total=None if max_steps == math.inf else max_steps, initial=step,
+                 disable=not (progress and printing), unit="step", dynamic_ncols=True) as bar:
 
-        def log_steps(state, step_losses, first_step, hooks):
-            """Logs a dispatch's losses; evaluates, runs the hooks and checkpoints when it is time."""
+        def log_steps(state, step_losses, first_step, hooks, final=False):
+            """Logs a dispatch's losses; evaluates, runs the hooks and checkpoints when it is time, or when
+            `final`."""
             check_finite("loss", step_losses, first_step)
             step = first_step + len(step_losses) - 1
             bar.update(len(step_losses))
             bar.set_postfix(loss=f"{step_losses[-1]:.4f}")
             log.write({"step": step, "loss": step_losses[-1]})
-            if step % config.eval_every and step != max_steps:
+            every = config.sample_every
+            if printing and every and (first_step - 1) // every < step // every:  # passed a multiple of it
+                bar.write(sample_line(model, state, vocab, config, step))
+            if step % config.eval_every and step != max_steps and not final:
                 return
             metrics = {name: evaluate(state, *xy, config.eval_batch_size, config.compute_dtype)
                        for name, xy in eval_sets.items()}
@@ -214,6 +235,9 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                 state, x_nt, y_nt, num_steps=next_stop(step, config) - step, batch_size=config.batch_size,
                 value_and_grad=value_and_grad, compute_dtype=config.compute_dtype, batch_sharding=batch_sharding)
             step_losses = jax.device_get(step_losses).tolist()
-            log_steps(state, step_losses, step + 1, eval_hooks)
+            signum = stop.requested()  # once per dispatch, by every process
+            log_steps(state, step_losses, step + 1, eval_hooks, final=bool(signum))
             step += len(step_losses)
+            if signum and step < max_steps:
+                raise stopping.Stopped(step, signum)
     return state

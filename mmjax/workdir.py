@@ -25,13 +25,14 @@ from jax.experimental import multihost_utils
 
 from mmjax.config import base_config, checked
 from mmjax.errors import UserError
-from mmjax.input_pipeline import Dataset, Vocab
+from mmjax.input_pipeline import Dataset, Vocab, read_words, torch_randperm
 
 
 CHECKSUMS = "mmjax-sha256.json"  # in each checkpoint: its files' SHA-256
 LOCK = "train.lock"  # flock-ed by the process that trains in the work dir
 HELD_LOCKS = {}  # work dir path -> the open lock file of this process (flock conflicts between open files)
 READ_RETRIES = 5  # a checkpoint read while a run trains can be replaced under the reader: read it again
+WORDS = "words.sha256"  # the SHA-256 of the run's words, to recognise them in a file given again with -i
 
 
 def file_digests(directory):
@@ -60,6 +61,24 @@ def check_shapes(directory, saved_tree, wanted_tree):
         raise UserError(f"checkpoint {directory} does not fit config.json and dataset.json ({'/'.join(key)} is "
                         f"{shape(saved, key)}, they make it {shape(wanted, key)}): the files were changed or "
                         "written by another version; restore them or train again with another -o")
+
+
+def words_digest(words):
+    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
+
+
+def first_difference(words, run_words, lines):
+    """How a file's words differ from the run's: the counts, then the first line whose word is not the run's.
+    `lines`: the file's lines, stripped (words[k] is the first of them equal to it that words[:k] did not take)."""
+    k = next((i for i, (a, b) in enumerate(zip(words, run_words)) if a != b), min(len(words), len(run_words)))
+    counts = f"{len(words)} words, the run has {len(run_words)}"
+    if k == len(words):
+        return f"{counts}; the file ends where the run goes on with {run_words[k]!r}"
+    earlier = words[:k].count(words[k])  # 0 if deduplicated: words[k] is then the first line with its text
+    line = [n for n, text in enumerate(lines, 1) if text == words[k]][earlier]
+    if k == len(run_words):
+        return f"{counts}; line {line}, {words[k]!r}, is past the run's last word"
+    return f"{counts}; line {line} is {words[k]!r} where the run has {run_words[k]!r}"
 
 
 def write_atomically(path, text):
@@ -105,6 +124,37 @@ class WorkDir:
             write_json(self.path / "config.json", json.loads(config.to_json()))
         except OSError as e:
             raise self._unwritable(e) from None
+
+    def record_words(self, words):
+        """Writes the digest of a new run's words (as read: stripped, no blank lines, in file order)."""
+        if jax.process_index() == 0:
+            try:
+                write_atomically(self.path / WORDS, words_digest(words) + "\n")
+            except OSError as e:
+                raise self._unwritable(e) from None
+
+    def run_words(self):
+        """The run's words in their file order, from dataset.json: the train and test words are the words
+        permuted by makemore's seeded permutation, which is undone here."""
+        dataset, seed = self.load_dataset(), self.load_config().seed
+        permuted = dataset.train_words + dataset.test_words
+        words = [None] * len(permuted)
+        for i, j in enumerate(torch_randperm(len(permuted), seed)):
+            words[j] = permuted[i]
+        return words
+
+    def check_input(self, path, encoding="utf-8"):
+        """Refuses an input file given with --resume or --sample-only that does not hold the run's words
+        (compared with the digest recorded at creation, or, for a run without one, with the stored words)."""
+        words = read_words(path, encoding, self.load_config().dedupe)
+        digest = self.path / WORDS
+        if digest.exists() and digest.read_text(encoding="utf-8").strip() == words_digest(words):
+            return
+        run_words = self.run_words()
+        if words != run_words:
+            lines = [line.strip() for line in pathlib.Path(path).read_text(encoding=encoding).splitlines()]
+            raise UserError(f"{path} does not hold the run's words ({first_difference(words, run_words, lines)}): "
+                            f"drop -i, the run in {self.path} trains and samples on its own words; or pass another -o")
 
     def check_writable(self):
         """Refuses, before anything is written, a work dir that cannot be written to or that another process

@@ -58,7 +58,8 @@ def files(tmp_path_factory):
     (["-o", "{run}", "--resume", "--n-layer", "2"], "holds a n_layer=1 run, not n_layer=2: drop the flag"),
     (["-o", "{run}", "--resume", "--type", "gru"], "holds a type=transformer run, not type=gru: drop the flag"),
     (["-o", "{run}", "--sample-only", "--n-embd", "32"], "holds a n_embd=16 run, not n_embd=32"),
-    (["-o", "{run}", "--resume", "-i", "{d}/words.txt"], "use the work dir's own words: drop -i"),
+    (["-o", "{run}", "--resume", "-i", "{d}/long.txt"], "long.txt does not hold the run's words (4 words, the run has "
+     "300; line 1 is 'ab' where the run has "),
     (["-o", "{new}", "--resume"], "holds no run: train one first"),
     (["-i", "{d}/missing.txt"], "missing.txt does not exist: check the -i path"),
     (["-i", "{d}"], "is a directory: pass -i with a text file, one item per line"),

@@ -43,3 +43,10 @@ def test_profile_train(names_file, tmp_path):
         parts[row["what"].split(": ")[-1]] += row["share"]
     assert parts.most_common(1)[0][0] == "dense layers (matmul)", parts
     assert parts["attention core (matmul)"] > 0 and parts["layer norm (elementwise)"] > 0
+
+
+def test_bench_sample_every_quick(names_file, tmp_path):
+    run_script("scripts/bench_sample_every.py", "-i", names_file, "--type", "bigram", "--quick",
+               "--json", tmp_path / "b.json")
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert figures["sample_every"] == 200 and figures["sample_line_ms"] > 0 and figures["ms_per_step_plain"] > 0
