@@ -5,7 +5,7 @@ import pathlib
 
 import jax
 
-from mmjax import backprop, diagnostics, inference, losses, sampling, train
+from mmjax import backprop, diagnostics, inference, losses, population, sampling, train
 from mmjax import config as config_lib
 from mmjax.errors import Parser, UserError, run
 from mmjax.workdir import WorkDir
@@ -23,6 +23,8 @@ CONFIG_FLAGS = [
     (("--n-embd",), int, "embedding channels"),
     (("--n-embd2",), int, "hidden channels"),
     (("--seed",), int, "seed of the split, the initialisation and the batches"),
+    (("--split-seed",), int, "seed of the train/test split alone (default: --seed)"),
+    (("--population",), int, "train this many models at once, seeds seed, seed+1, ... (see README)"),
     (("--eval-every",), int, "steps between evaluations and checkpoints"),
     (("--log-every",), int, "steps per compiled dispatch; the loss is logged after each"),
     (("--compute-dtype",), str, "float32, or bfloat16 for mixed precision on GPU/TPU"),
@@ -50,12 +52,18 @@ def train_parser(prog=None):
                         help="one of several processes (hosts): jax.distributed.initialize() first; see README")
     for flags, kind, text in CONFIG_FLAGS:
         parser.add_argument(*flags, type=kind, default=None, help=text)
+    parser.add_argument("--sweep", action="append", metavar="FIELD=V1,V2",
+                        help="train the population for each of these values (repeatable: the grid); fields: "
+                             + ", ".join(population.SWEEPABLE))
     return parser
 
 
 def overrides(args):
     fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe", "manual_grad"]
-    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    changes = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    if getattr(args, "sweep", None):
+        changes["sweep"] = ";".join(args.sweep)
+    return changes
 
 
 def resolve_config(args):
@@ -86,6 +94,9 @@ def train_main(args):
                             "per host on a TPU pod or under SLURM or Open MPI, or drop --distributed") from None
     if args.max_word_length is not None and args.max_word_length < 1:
         raise UserError(f"--max-word-length must be positive, got {args.max_word_length}: pass 1 or more")
+    if args.population is not None and args.population < 1:
+        raise UserError(f"--population must be at least 1, got {args.population}: pass the number of models "
+                        "to train at once")
     workdir = WorkDir(args.work_dir, read_only=args.sample_only)
     if args.resume or args.sample_only:
         if args.input_file:
@@ -97,9 +108,13 @@ def train_main(args):
         config = resolve_config(args)
         if workdir.has_run:
             raise UserError(f"{workdir.path} already holds a run: pass --resume to continue it, or another -o")
+    value_and_grad = backprop.value_and_grad if config.manual_grad else losses.value_and_grad
+    if population.is_population(config):
+        return population.train_and_evaluate(config, workdir, args.input_file, encoding=args.encoding,
+                                             max_word_length=args.max_word_length, value_and_grad=value_and_grad,
+                                             progress=not args.no_progress)
     train.train_and_evaluate(config, workdir, args.input_file, encoding=args.encoding,
-                             max_word_length=args.max_word_length,
-                             value_and_grad=backprop.value_and_grad if config.manual_grad else losses.value_and_grad,
+                             max_word_length=args.max_word_length, value_and_grad=value_and_grad,
                              eval_hooks=[diagnostics.record], progress=not args.no_progress)
 
 
@@ -114,6 +129,8 @@ def sample_parser(prog=None):
     parser.add_argument("--prefix", default="", help="every sample starts with these characters")
     parser.add_argument("--batch-size", type=int, default=1000, help="samples per compiled batch (bounds memory)")
     parser.add_argument("--out", help="also write every sample to this file, one per line")
+    parser.add_argument("--member", type=int, help="a population's member I (default: its best)")
+    parser.add_argument("--ensemble", action="store_true", help="a population: sample from all members' mixture")
     return parser
 
 
@@ -121,7 +138,8 @@ def sample_main(args):
     workdir = WorkDir(args.work_dir, read_only=True)
     config = workdir.load_config()
     options = {k: getattr(args, k) for k in ("num_samples", "seed", "temperature", "top_k", "top_p")}
-    words = print_samples(workdir, config, prefix=args.prefix, batch_size=args.batch_size, **options)
+    words = print_samples(workdir, config, prefix=args.prefix, batch_size=args.batch_size, member=args.member,
+                          ensemble=args.ensemble, **options)
     if args.out:
         try:
             pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
@@ -129,9 +147,10 @@ def sample_main(args):
             raise UserError(f"cannot write --out {args.out} ({e.strerror}): pass a writable path") from None
 
 
-def print_samples(workdir, config, **options):
-    """Samples from the best checkpoint, printed as makemore's three groups; process 0 samples for all."""
-    loaded = inference.load(workdir)  # by every process: orbax restores on all of them
+def print_samples(workdir, config, member=None, ensemble=False, **options):
+    """Samples from the best checkpoint (a population's: `member`, its best, or the `ensemble`), printed as
+    makemore's three groups; process 0 samples for all."""
+    loaded = population.load(workdir, member, ensemble)  # by every process: orbax restores on all of them
     if jax.process_index() != 0:
         return []
     given = {k: v for k, v in options.items() if v is not None}

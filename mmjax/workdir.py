@@ -140,6 +140,14 @@ class WorkDir:
             if directory.exists() and jax.process_index() == 0:  # best keeps only the best step
                 write_json(directory / CHECKSUMS, file_digests(directory))
 
+    def save_population(self, tree, step):
+        """A population's checkpoint in checkpoints/latest: `tree` holds the stacked state and each member's
+        best parameters, step and score, so one atomic save keeps them consistent."""
+        self._manager("latest").save(step, args=ocp.args.StandardSave(tree))
+        if jax.process_index() == 0:
+            directory = self.path / "checkpoints" / "latest" / str(step)
+            write_json(directory / CHECKSUMS, file_digests(directory))
+
     def restore(self, initial_state, which="latest"):
         """The saved state of the same structure as `initial_state`: 'latest' (`initial_state` itself if the
         run stopped before its first checkpoint, so that resuming starts it over), or 'best'."""
@@ -199,8 +207,10 @@ class WorkDir:
                 def write(self, metrics):
                     jsonl.write(json.dumps(metrics) + "\n")
                     jsonl.flush()
-                    for name, tag in (("train_loss", "Loss/train"), ("test_loss", "Loss/test")):
+                    prefix = f"member_{metrics['member']}/" if "member" in metrics else ""  # a population's
+                    for name, tag in (("train_loss", "Loss/train"), ("test_loss", "Loss/test"),
+                                      ("ensemble_test_loss", "ensemble/Loss/test")):
                         if name in metrics:
-                            tensorboard.add_scalar(tag, metrics[name], metrics["step"])
+                            tensorboard.add_scalar(prefix + tag, metrics[name], metrics["step"])
 
             yield Logger()
