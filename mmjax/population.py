@@ -129,15 +129,16 @@ def to_devices(stacked, shared, mesh):
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size", "value_and_grad", "compute_dtype",
-                                             "spmd_axis"), donate_argnames=("states",))
+                                             "spmd_axis", "members"), donate_argnames=("states",))
 def train_steps(states, x_nt, y_nt, *, num_steps, batch_size, value_and_grad=losses.value_and_grad,
-                compute_dtype="float32", spmd_axis=None):
-    """`num_steps` steps of every member in one dispatch: train.train_step vmapped over the members; returns
-    the new states and the losses (num_steps, members)."""
-    step = jax.vmap(functools.partial(train.train_step, x_nt=x_nt, y_nt=y_nt, batch_size=batch_size,
-                                      value_and_grad=value_and_grad, compute_dtype=compute_dtype),
-                    spmd_axis_name=spmd_axis)
-    return jax.lax.scan(lambda s, _: step(s), states, length=num_steps)
+                compute_dtype="float32", spmd_axis=None, members="vmap"):
+    """`num_steps` steps of every member in one dispatch: train.train_step vmapped over the members
+    (`members="map"`: jax.lax.map, one member after the other in the same program); returns the new
+    states and the losses (num_steps, members)."""
+    step = functools.partial(train.train_step, x_nt=x_nt, y_nt=y_nt, batch_size=batch_size,
+                             value_and_grad=value_and_grad, compute_dtype=compute_dtype)
+    each = jax.vmap(step, spmd_axis_name=spmd_axis) if members == "vmap" else functools.partial(jax.lax.map, step)
+    return jax.lax.scan(lambda s, _: each(s), states, length=num_steps)
 
 
 def mixture_logits(logits_k_v):
