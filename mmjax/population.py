@@ -296,6 +296,12 @@ class Mixture:
         return mixture_logits(logits_kbv), carry_k
 
 
+def abstract_checkpoint(config, vocab):
+    """The shapes and dtypes of a population's checkpoint, to restore it (no initialisation is computed)."""
+    states = jax.eval_shape(lambda: create_states(config, vocab, member_configs(config)))
+    return {"state": states, "best": jax.eval_shape(initial_best, states)}
+
+
 def load(workdir, member=None, ensemble=False):
     """The inference.Run to sample or export: a single model's best checkpoint; for a population, member
     `member` (default: the one with the lowest best score) at its best step, or with `ensemble` the mixture
@@ -309,9 +315,8 @@ def load(workdir, member=None, ensemble=False):
     if member is not None and ensemble:
         raise UserError("--member and --ensemble exclude each other: pass one")
     dataset, configs = workdir.load_dataset(), member_configs(config)
-    states = create_states(config, dataset.vocab, configs)
-    restored = workdir.restore({"state": states, "best": initial_best(states)})
-    if int(restored["state"].step[0]) == 0:
+    restored = workdir.restore(abstract_checkpoint(config, dataset.vocab))
+    if isinstance(restored["best"]["score"], jax.ShapeDtypeStruct):  # no checkpoint: restore gave its argument back
         raise UserError(f"{workdir.path} has no checkpoint yet (the run stopped before its first evaluation): "
                         f"train.py -o {workdir.path} --resume")
     best = restored["best"]

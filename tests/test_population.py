@@ -66,9 +66,7 @@ def train_cli(*args):
 def restored(path):
     """A population work dir's latest checkpoint: {"state": stacked TrainState, "best": each member's best}."""
     workdir = WorkDir(path, read_only=True)
-    config, dataset = workdir.load_config(), workdir.load_dataset()
-    states = population.create_states(config, dataset.vocab, population.member_configs(config))
-    return workdir.restore({"state": states, "best": population.initial_best(states)})
+    return workdir.restore(population.abstract_checkpoint(workdir.load_config(), workdir.load_dataset().vocab))
 
 
 def evaluations(path, **match):
