@@ -246,7 +246,7 @@ def summary(config, configs, metrics, score_name):
     for m in metrics:
         if "member" in m and math.isfinite(m[score_name]) and m[score_name] < best.get(m["member"], (math.inf,))[0]:
             best[m["member"]] = (m[score_name], m["step"])
-    fields = ["seed", *parse_sweep(config.sweep).keys() - {"seed"}]
+    fields = ["seed", *(field for field in parse_sweep(config.sweep) if field != "seed")]
     rows = [["member", *fields, f"best {score_name}", "step"]]
     for i, c in enumerate(configs):
         score, step = best.get(i, (math.nan, "-"))
@@ -261,7 +261,7 @@ def summary(config, configs, metrics, score_name):
                 *([name, str(n), f"{mean:.4f} ± {std:.4f}"] for name, (mean, std, n) in means.items())]
     lines = [*table(rows), "", *table(settings)]
     winner = min(means, key=lambda name: means[name][0] if math.isfinite(means[name][0]) else math.inf)
-    lines.append(f"winner: {winner} ({score_name} {means[winner][0]:.4f} mean over {means[winner][2]} seeds)")
+    lines.append(f"winner: {winner} ({score_name} {means[winner][0]:.4f} mean over {means[winner][2]} seed{"s" * (means[winner][2] > 1)})")
     ensemble = [m for m in metrics if f"ensemble_{score_name}" in m]
     if ensemble and best:
         lines.append(f"ensemble of the {len(configs)} members at step {ensemble[-1]['step']}: {score_name} "
