@@ -261,7 +261,7 @@ def summary(config, configs, metrics, score_name):
                 *([name, str(n), f"{mean:.4f} ± {std:.4f}"] for name, (mean, std, n) in means.items())]
     lines = [*table(rows), "", *table(settings)]
     winner = min(means, key=lambda name: means[name][0] if math.isfinite(means[name][0]) else math.inf)
-    lines.append(f"winner: {winner} ({score_name} {means[winner][0]:.4f} mean over {means[winner][2]} seed{"s" * (means[winner][2] > 1)})")
+    lines.append(f"winner: {winner} ({score_name} {means[winner][0]:.4f} mean over {means[winner][2]} seed{'s' * (means[winner][2] > 1)})")
     ensemble = [m for m in metrics if f"ensemble_{score_name}" in m]
     if ensemble and best:
         lines.append(f"ensemble of the {len(configs)} members at step {ensemble[-1]['step']}: {score_name} "
@@ -290,8 +290,8 @@ class Mixture:
     def apply(self, variables_k, *args, method):
         if method == "decode_init":
             return jax.vmap(lambda variables: self.model.apply(variables, *args, method=method))(variables_k)
-        carry_k, token_b = args
-        logits_kbv, carry_k = jax.vmap(lambda variables, carry: self.model.apply(variables, carry, token_b,
+        carry_k, *inputs = args  # decode_step(carry, token_b, ...): each member its carry, the same inputs
+        logits_kbv, carry_k = jax.vmap(lambda variables, carry: self.model.apply(variables, carry, *inputs,
                                                                                  method=method))(variables_k, carry_k)
         return mixture_logits(logits_kbv), carry_k
 
