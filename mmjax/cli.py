@@ -9,7 +9,7 @@ import sys
 import jax
 import jax.extend.backend
 
-from mmjax import backprop, diagnostics, inference, losses, sampling, stopping, train
+from mmjax import backprop, diagnostics, inference, losses, population, sampling, stopping, train
 from mmjax import config as config_lib
 from mmjax.errors import Parser, UserError, run
 from mmjax.workdir import WorkDir
@@ -27,6 +27,8 @@ CONFIG_FLAGS = [
     (("--n-embd",), int, "embedding channels"),
     (("--n-embd2",), int, "hidden channels"),
     (("--seed",), int, "seed of the split, the initialisation and the batches"),
+    (("--split-seed",), int, "seed of the train/test split alone (default: --seed)"),
+    (("--population",), int, "train this many models at once, seeds seed, seed+1, ... (see README)"),
     (("--eval-every",), int, "steps between evaluations and checkpoints"),
     (("--log-every",), int, "steps per compiled dispatch; the loss is logged after each"),
     (("--compute-dtype",), str, "float32, or bfloat16 for mixed precision on GPU/TPU"),
@@ -73,12 +75,18 @@ def train_parser(prog=None):
     parser.set_defaults(prog=parser.prog)  # for the command that continues a stopped run
     for flags, kind, text in CONFIG_FLAGS:
         parser.add_argument(*flags, type=kind, default=None, help=text)
+    parser.add_argument("--sweep", action="append", metavar="FIELD=V1,V2",
+                        help="train the population for each of these values (repeatable: the grid); fields: "
+                             + ", ".join(population.SWEEPABLE))
     return parser
 
 
 def overrides(args):
     fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe", "manual_grad"]
-    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    changes = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    if getattr(args, "sweep", None):
+        changes["sweep"] = ";".join(args.sweep)
+    return changes
 
 
 def resolve_config(args):
@@ -150,6 +158,9 @@ def train_main(args):
         start_platform(args.device)
     if args.max_word_length is not None and args.max_word_length < 1:
         raise UserError(f"--max-word-length must be positive, got {args.max_word_length}: pass 1 or more")
+    if args.population is not None and args.population < 1:
+        raise UserError(f"--population must be at least 1, got {args.population}: pass the number of models "
+                        "to train at once")
     workdir = WorkDir(args.work_dir, read_only=args.sample_only)
     if args.resume or args.sample_only:
         config = resumed_config(workdir, args)
@@ -162,10 +173,14 @@ def train_main(args):
         if workdir.has_run:
             raise UserError(f"{workdir.path} already holds a run: pass --resume to continue it, or another -o")
     value_and_grad = backprop.value_and_grad if config.manual_grad else losses.value_and_grad
+    input_file = None if args.resume else args.input_file
+    options = dict(encoding=args.encoding, max_word_length=args.max_word_length, value_and_grad=value_and_grad,
+                   progress=not args.no_progress)
     try:
-        train.train_and_evaluate(config, workdir, None if args.resume else args.input_file, encoding=args.encoding,
-                                 max_word_length=args.max_word_length, value_and_grad=value_and_grad,
-                                 eval_hooks=[diagnostics.record], progress=not args.no_progress)
+        if population.is_population(config):
+            population.train_and_evaluate(config, workdir, input_file, **options)
+        else:
+            train.train_and_evaluate(config, workdir, input_file, eval_hooks=[diagnostics.record], **options)
     except stopping.Stopped as e:
         if jax.process_index() == 0:
             print(f"stopped at step {e.step}: continue with {resume_command(args)}", file=sys.stderr)
@@ -185,6 +200,8 @@ def sample_parser(prog=None):
     parser.add_argument("--out", help="also write every sample to this file, one per line")
     parser.add_argument("--unique", action="store_true", help="no name twice (draws until it has -n)")
     parser.add_argument("--new", action="store_true", help="no name of the training or test words")
+    parser.add_argument("--member", type=int, help="a population's member I (default: its best)")
+    parser.add_argument("--ensemble", action="store_true", help="a population: sample from all members' mixture")
     return parser
 
 
@@ -193,7 +210,7 @@ def sample_main(args):
     config = workdir.load_config()
     options = {k: getattr(args, k) for k in ("num_samples", "seed", "temperature", "top_k", "top_p")}
     words = print_samples(workdir, config, prefix=args.prefix, batch_size=args.batch_size, unique=args.unique,
-                          new=args.new, **options)
+                          new=args.new, member=args.member, ensemble=args.ensemble, **options)
     if args.out:
         try:
             pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
@@ -201,9 +218,10 @@ def sample_main(args):
             raise UserError(f"cannot write --out {args.out} ({e.strerror}): pass a writable path") from None
 
 
-def print_samples(workdir, config, **options):
-    """Samples from the best checkpoint, printed as makemore's three groups; process 0 samples for all."""
-    loaded = inference.load(workdir)  # by every process: orbax restores on all of them
+def print_samples(workdir, config, member=None, ensemble=False, **options):
+    """Samples from the best checkpoint (a population's: `member`, its best, or the `ensemble`), printed as
+    makemore's three groups; process 0 samples for all."""
+    loaded = population.load(workdir, member, ensemble)  # by every process: orbax restores on all of them
     if jax.process_index() != 0:
         return []
     given = {k: v for k, v in options.items() if v is not None}

@@ -40,6 +40,7 @@ def base_config():
     # Data.
     config.dedupe = False  # drop repeated lines before the split
     config.seed = 3407  # split, initialisation and batches
+    config.split_seed = None  # the train/test split's seed on its own (None: seed)
     # Optimisation: AdamW exactly as makemore.py.
     config.batch_size = 32
     config.learning_rate = 5e-4
@@ -56,6 +57,9 @@ def base_config():
     config.grad_clip = 0.0  # > 0: scale each step's gradients down to at most this global norm (0: off)
     config.compute_dtype = "float32"  # "bfloat16": mixed precision for GPU/TPU (parameters stay float32)
     config.manual_grad = False  # mlp_bn: train with lecture 4's manual backward pass (mmjax/backprop.py)
+    # Population (mmjax/population.py): many models in one compiled program.
+    config.population = 0  # > 0: that many seeds (seed, seed + 1, ...) per sweep setting
+    config.sweep = ""  # "FIELD=V1,V2;FIELD=..." (--sweep): the grid of hyper-parameters the population covers
     # Bookkeeping.
     config.log_every = 100  # steps per compiled dispatch; loss logged at each
     config.eval_every = 500  # evaluate and checkpoint

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax import inference, input_pipeline, losses, train
+from mmjax import input_pipeline, losses, population, train
 from mmjax.config import base_config
 from mmjax.errors import Parser, UserError, run
 from mmjax.models import create_model, model_fields
@@ -203,7 +203,7 @@ def import_main(args):
 
 def export_main(args):
     workdir = WorkDir(args.work_dir, read_only=True)
-    config, _, _, state = inference.load(workdir)
+    config, _, _, state = population.load(workdir, args.member)
     save_model_pt(args.model_pt, config.type, {"params": state.params})
     print(f"{workdir.path} (step {int(state.step)}) -> {args.model_pt}")
 
@@ -262,6 +262,7 @@ def main(argv=None):
     export = commands.add_parser("export", help="an mmjax work dir's best checkpoint -> makemore's model.pt")
     export.add_argument("--work-dir", "-o", required=True)
     export.add_argument("model_pt")
+    export.add_argument("--member", type=int, help="a population's member I (default: its best)")
     run({"import": import_main, "export": export_main, "compare": compare_main}[parser.parse_args(argv).command],
             parser, argv)
 

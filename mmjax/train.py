@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.training import train_state
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -82,15 +83,16 @@ def eval_step(state, x_bt, y_bt, compute_dtype="float32"):
     return losses.cross_entropy(losses.forward(state, state.params, x_bt, compute_dtype=compute_dtype)[0], y_bt)
 
 
-def evaluate(state, x_nt, y_nt, batch_size, compute_dtype="float32"):
-    """Per-character NLL over the whole set, in fixed-size chunks (padding is masked) so it compiles once."""
+def evaluate(state, x_nt, y_nt, batch_size, compute_dtype="float32", step=eval_step):
+    """Per-character NLL over the whole set, in fixed-size chunks (padding is masked) so it compiles once.
+    `step(state, x_bt, y_bt, compute_dtype)` -> (summed NLL, count); a population's sums are an array."""
     pad = -len(x_nt) % batch_size
     x_nt = jnp.pad(x_nt, ((0, pad), (0, 0)))
     y_nt = jnp.pad(y_nt, ((0, pad), (0, 0)), constant_values=input_pipeline.IGNORE)
     nll_sum, count = 0.0, 0
     for i in range(0, len(x_nt), batch_size):
-        s, c = eval_step(state, x_nt[i:i + batch_size], y_nt[i:i + batch_size], compute_dtype)
-        nll_sum, count = nll_sum + float(s), count + int(c)
+        s, c = step(state, x_nt[i:i + batch_size], y_nt[i:i + batch_size], compute_dtype)
+        nll_sum, count = nll_sum + np.asarray(s, np.float64), count + int(c)
     return nll_sum / count
 
 
@@ -128,12 +130,22 @@ def mismatched_field(saved, config):
     return next((f for f in ["type", *model_fields(saved.type)] if config[f] != saved[f]), None)
 
 
+def split_seed(config):
+    return config.seed if config.split_seed is None else config.split_seed
+
+
 def new_run(config, workdir, input_file, encoding, max_word_length):
     """The state and dataset of a new run on `input_file` (None: the embedded names), recorded in `workdir`."""
+    dataset = new_dataset(config, workdir, input_file, encoding, max_word_length)
+    return create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)), dataset
+
+
+def new_dataset(config, workdir, input_file, encoding, max_word_length):
+    """The words of `input_file` (None: the embedded names), split, and recorded in `workdir` with `config`."""
     path = input_file or input_pipeline.default_words_path()
     words = input_pipeline.read_words(path, encoding, config.dedupe, max_word_length)
-    dataset = input_pipeline.Dataset.from_words(words, config.seed)
-    state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    dataset = input_pipeline.Dataset.from_words(words, split_seed(config))
+    create_model(config, dataset.vocab.size, dataset.vocab.block_size)  # refuses bad sizes before anything is written
     data_parallel(config.batch_size)  # a batch that does not divide over the devices is refused before writing
     workdir.create(config, dataset)
     workdir.record_words(words)
@@ -148,12 +160,20 @@ def new_run(config, workdir, input_file, encoding, max_word_length):
         if max_word_length is None and dataset.vocab.max_word_length > LONG_WORD:
             warn(f"the longest word has {dataset.vocab.max_word_length} characters and every step computes "
                  f"that many positions: pass --max-word-length to refuse lines over {LONG_WORD}")
-    return state, dataset
+    return dataset
 
 
 def resumed_run(config, workdir, input_file):
     """The state and dataset of the run in `workdir`, at its latest checkpoint, with `config`'s
     hyper-parameters (fields that do not shape the model may change)."""
+    dataset = resumed_dataset(config, workdir, input_file)
+    state = workdir.restore(create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
+    workdir.drop_metrics_after(int(state.step))
+    return state.replace(opt_state=optimizers.with_hyperparams(state.opt_state, config)), dataset
+
+
+def resumed_dataset(config, workdir, input_file):
+    """The dataset of the run in `workdir`, which `config` may resume (it shapes the model the same way)."""
     if input_file is not None:
         raise UserError(f"{workdir.path} holds a run, which trains on its own words: give no input file, "
                         "or another work dir")
@@ -163,9 +183,7 @@ def resumed_run(config, workdir, input_file):
                         f"{field}={config[field]}: use the run's config, or another work dir")
     dataset = workdir.load_dataset()
     workdir.check_writable()
-    state = workdir.restore(create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
-    workdir.drop_metrics_after(int(state.step))
-    return state.replace(opt_state=optimizers.with_hyperparams(state.opt_state, config)), dataset
+    return dataset
 
 
 def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", max_word_length=None,
@@ -180,6 +198,9 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
     SIGINT or SIGTERM ends training at the end of the current dispatch: it evaluates, saves and raises
     mmjax.stopping.Stopped. Returns the final state."""
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    if config.population or config.sweep:
+        raise UserError("the config asks for a population (population, sweep): train it with "
+                        "mmjax.population.train_and_evaluate")
     if config.manual_grad and value_and_grad is losses.value_and_grad:
         raise UserError("config.manual_grad asks for lecture 4's gradients: pass "
                         "value_and_grad=mmjax.backprop.value_and_grad")

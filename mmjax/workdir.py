@@ -254,6 +254,14 @@ class WorkDir:
             except Exception as e:  # OSError, or what orbax and tensorstore make of one
                 raise self._disk_full(f"checkpoint {directory}", e) from None
 
+    def save_population(self, tree, step):
+        """A population's checkpoint in checkpoints/latest: `tree` holds the stacked state and each member's
+        best parameters, step and score, so one atomic save keeps them consistent."""
+        self._manager("latest").save(step, args=ocp.args.StandardSave(tree))
+        if jax.process_index() == 0:
+            directory = self.path / "checkpoints" / "latest" / str(step)
+            write_json(directory / CHECKSUMS, file_digests(directory))
+
     def restore(self, initial_state, which="latest"):
         """The saved state of the same structure as `initial_state`: 'latest' (`initial_state` itself if the
         run stopped before its first checkpoint, so that resuming starts it over), or 'best'."""
@@ -336,8 +344,10 @@ class WorkDir:
                 jsonl.write((json.dumps(metrics) + "\n").encode())
             except OSError as e:
                 raise self._disk_full(path, e) from None
-            scalars = [(tag, metrics[name]) for name, tag in (("train_loss", "Loss/train"), ("test_loss", "Loss/test"))
-                       if name in metrics]
+            prefix = f"member_{metrics['member']}/" if "member" in metrics else ""  # a population's member
+            scalars = [(prefix + tag, metrics[name]) for name, tag in (
+                ("train_loss", "Loss/train"), ("test_loss", "Loss/test"), ("ensemble_test_loss", "ensemble/Loss/test"))
+                if name in metrics]
             try:
                 for tag, value in scalars:
                     events.write_event(Event(wall_time=time.time(), step=metrics["step"], summary=scalar(tag, value)))

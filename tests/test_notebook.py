@@ -20,5 +20,6 @@ def test_colab_notebook_trains_plots_and_samples(tmp_path, monkeypatch):
     text = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "CpuDevice(id=0)" in text
     assert "step 20 | test_loss" in text  # trained the steps asked for, then evaluated
-    assert sum("image/png" in output.get("data", {}) for output in outputs) == 1  # the loss curve
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 2  # the loss curves, the sweep's
+    assert "winner: learning_rate=" in text  # the sweep's table
     assert "20 names: " in text and len(text.split("20 names: ")[1].split("\n")[0].split(", ")) == 20

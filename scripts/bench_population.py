@@ -1,0 +1,99 @@
+"""Population speed: ms per member-step of K models trained at once (mmjax/population.py's train_steps,
+one compiled program) against ms/step of one model trained alone (train.train_steps), in the same run,
+interleaved rounds, medians; makemore's default sizes, batch 32, names.txt.
+
+    python scripts/bench_population.py [--types transformer,gru,mlp,bow] [--sizes 1,8,32] [--rounds 5]
+        [--steps 50] [--members vmap,map] [--devices 2] [--quick] [--json out.json]
+
+`speedup` = K x (ms/step alone) / (ms/step of the population): the population's throughput against K
+sequential runs. `--members map` runs the members one after another inside the program (jax.lax.map)
+instead of vmapping them. `--devices N` emulates N host devices on the CPU (XLA_FLAGS, set before jax
+starts); the members are then sharded over the "pop" mesh axis.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-i", "--input-file", default=str(ROOT.parent / "shared" / "data" / "names.txt"))
+    parser.add_argument("--types", default="transformer,gru,mlp,bow")
+    parser.add_argument("--sizes", default="1,8,32", help="population sizes K")
+    parser.add_argument("--members", default="vmap", help="vmap and/or map (comma-separated)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; medians are reported")
+    parser.add_argument("--steps", type=int, default=50, help="steps per timed dispatch")
+    parser.add_argument("--devices", type=int, default=1, help="emulated CPU devices (XLA_FLAGS)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one round")
+    parser.add_argument("--json", help="also write the rows here")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.devices > 1:  # before jax starts
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.devices}"
+    import jax
+
+    from bench_train import mmjax_timer, names_dataset
+    from mmjax import population
+    from mmjax.config import get_config
+
+    if args.quick:
+        args.rounds, args.steps = 1, 3
+    dataset = names_dataset(args.input_file)
+    x_nt, y_nt = dataset.vocab.encode_words(dataset.train_words)
+
+    def population_timer(model_type, size, members):
+        config = get_config(model_type, population=size)
+        states = population.create_states(config, dataset.vocab, population.member_configs(config))
+        mesh = population.mesh_for(size)
+        states, data = population.to_devices(states, (x_nt, y_nt), mesh)
+
+        def run():
+            nonlocal states
+            start = time.perf_counter()
+            states, losses = population.train_steps(states, *data, num_steps=args.steps, batch_size=config.batch_size,
+                                                    spmd_axis=None if mesh is None else "pop", members=members)
+            losses.block_until_ready()
+            return (time.perf_counter() - start) * 1000 / args.steps
+
+        run()  # compile
+        return run
+
+    print(f"{jax.device_count()} {jax.devices()[0].platform} device(s); medians of {args.rounds} rounds of "
+          f"{args.steps} steps", flush=True)
+    rows = []
+    for model_type in args.types.split(","):
+        timers = {("alone", 1): mmjax_timer(model_type, dataset, args.steps)}
+        for members in args.members.split(","):
+            for size in map(int, args.sizes.split(",")):
+                timers[(members, size)] = population_timer(model_type, size, members)
+        times = {key: [] for key in timers}
+        for _ in range(args.rounds):  # interleaved: every variant sees the same machine
+            for key, run in timers.items():
+                times[key].append(run())
+        alone = statistics.median(times[("alone", 1)])
+        for (members, size), ms in times.items():
+            if members == "alone":
+                continue
+            step = statistics.median(ms)
+            row = {"type": model_type, "members": members, "K": size, "devices": jax.device_count(),
+                   "ms_per_step": round(step, 3), "ms_per_member_step": round(step / size, 3),
+                   "alone_ms_per_step": round(alone, 3), "speedup": round(size * alone / step, 2)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
