@@ -111,8 +111,9 @@ def sample_line(model, state, vocab, config, step, num_samples=10):
     """makemore's samples while it trains, as one line. They are drawn on a key of their own (the run's
     randomness is untouched) from host copies of the parameters (process 0 samples alone)."""
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    words = sampling.sample_words(model, variables, vocab, config.seed + step, num_samples,
-                                  temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+    options = sampling.SampleOptions(config.temperature, config.top_k, config.top_p)
+    words = sampling.sample_words(model, variables, vocab, config.seed + step, num_samples, batch_size=num_samples,
+                                  options=options)
     return f"step {step} | samples: {', '.join(words)}"
 
 

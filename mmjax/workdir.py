@@ -81,6 +81,16 @@ def first_difference(words, run_words, lines):
     return f"{counts}; line {line} is {words[k]!r} where the run has {run_words[k]!r}"
 
 
+def with_sharding(leaf):
+    """The leaf's shape, dtype and sharding to restore into; a bare shape (from `jax.eval_shape`) goes to this
+    process's first device, whatever the topology the checkpoint was saved on."""
+    struct = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(struct, "sharding", None) is None:
+        struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype,
+                                      sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    return struct
+
+
 def write_atomically(path, text):
     """The whole text or, if writing fails (a full disk), the file as it was."""
     tmp = path.with_name(path.name + ".tmp")
@@ -299,7 +309,7 @@ class WorkDir:
             raise UserError(f"{self.path} has no checkpoint yet (the run stopped before its first evaluation): "
                             f"train.py -o {self.path} --resume")
         self._restoring = directory = self.path / "checkpoints" / which / str(step)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, initial_state)
+        abstract = jax.tree.map(with_sharding, initial_state)
         check_files(directory)
         check_shapes(directory, manager.item_metadata(step).tree, abstract)
         return manager.restore(step, args=ocp.args.StandardRestore(abstract))
