@@ -85,7 +85,7 @@ def with_sharding(leaf):
     """The leaf's shape, dtype and sharding to restore into; a bare shape (from `jax.eval_shape`) goes to this
     process's first device, whatever the topology the checkpoint was saved on."""
     struct = ocp.utils.to_shape_dtype_struct(leaf)
-    if getattr(struct, "sharding", None) is None:
+    if isinstance(struct, jax.ShapeDtypeStruct) and struct.sharding is None:
         struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype,
                                       sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
     return struct
