@@ -74,7 +74,7 @@ def files(tmp_path_factory):
     (["-i", "{d}/words.txt", "-l", "0"], "learning_rate must be positive, got 0.0: pass a value above 0"),
     (["-i", "{d}/words.txt", "-l", "-0.1"], "learning_rate must be positive, got -0.1"),
     (["-i", "{d}/words.txt", "-b", "0"], "batch_size must be positive, got 0"),
-    (["-i", "{d}/words.txt", "--max-steps", "0"], "max_steps must be positive, got 0: pass a value above 0"),
+    (["-i", "{d}/words.txt", "--max-steps", "0"], "max_steps must be positive, or -1 to train until stopped, got 0: pass a value above 0, or -1"),
     (["-i", "{d}/words.txt", "-b", "-32"], "batch_size must be positive, got -32"),
     (["-i", "{d}/words.txt", "--grad-clip", "-1"], "grad_clip must not be negative, got -1.0: pass 0 or more"),
     (["-i", "{d}/words.txt", "--type", "nope"], "no config for model type 'nope': pass --config FILE or --type with one of: bigram, "),
