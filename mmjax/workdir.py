@@ -31,7 +31,7 @@ from mmjax.input_pipeline import Dataset, Vocab, read_words, torch_randperm
 CHECKSUMS = "mmjax-sha256.json"  # in each checkpoint: its files' SHA-256
 LOCK = "train.lock"  # flock-ed by the process that trains in the work dir
 HELD_LOCKS = {}  # work dir path -> the open lock file of this process (flock conflicts between open files)
-READ_RETRIES = 5  # a checkpoint read while a run trains can be replaced under the reader: read it again
+READ_RETRIES = 20  # a checkpoint read while a run trains can be replaced under the reader: read it again
 WORDS = "words.sha256"  # the SHA-256 of the run's words, to recognise them in a file given again with -i
 
 
@@ -288,7 +288,7 @@ class WorkDir:
                     # A run training here replaces its checkpoints under the reader: read the new one.
                     if attempt + 1 == READ_RETRIES or not self.training_elsewhere():
                         raise
-                    self._managers.pop(which)  # forget the steps it listed
+                    self._managers.pop(which, None)  # forget the steps it listed
                     time.sleep(0.2)
         except UserError:
             raise
