@@ -2,6 +2,8 @@
 `python -m mmjax sample`) parse their flags into a config and call the Python API."""
 
 import argparse
+import json
+import os
 import pathlib
 import shlex
 import sys
@@ -145,7 +147,25 @@ def resume_command(args):
     return shlex.join([*command, *argv, "--resume"])
 
 
+def one_cpu_device_per_core(args):
+    """A population on the CPU gets a device per core, before the backend starts: XLA:CPU runs a small model's
+    operations on about one core, and members sharded over devices keep them all busy (README: Many models at
+    once). Not when the user set the CPU's device count, never for one model (its data would be split), and
+    not once jax has started (in a Python session that ran jax already: it keeps its devices)."""
+    try:
+        saved = json.loads((pathlib.Path(args.work_dir) / "config.json").read_text()) if args.resume else {}
+    except (OSError, ValueError):  # no run there, or a damaged one: the resume says so
+        saved = {}
+    asked = args.population or args.sweep or saved.get("population") or saved.get("sweep")
+    if asked and jax.config.jax_num_cpu_devices == -1 and "device_count" not in os.environ.get("XLA_FLAGS", ""):
+        try:
+            jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
+        except RuntimeError:  # the backend has started
+            pass
+
+
 def train_main(args):
+    one_cpu_device_per_core(args)
     if args.device:  # before any backend starts; checked once --distributed has joined the others
         choose_platform(args.device)
     if args.distributed:  # before anything touches the devices; finds the others on TPU pods, SLURM, ...

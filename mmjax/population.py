@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mmjax import config as config_lib
-from mmjax import inference, losses, optimizers, train
+from mmjax import inference, losses, optimizers, stopping, train
 from mmjax.errors import UserError
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
@@ -168,7 +168,8 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                        value_and_grad=losses.value_and_grad, progress=True):
     """train.train_and_evaluate for a population (config.population seeds x config.sweep's grid): a new run
     in `workdir`, or the population it holds resumed. Logs each member's losses and the ensemble's, prints
-    a table of the members at the end; returns the final stacked state."""
+    a table of the members at the end; returns the final stacked state. SIGINT or SIGTERM stops it as it
+    stops train.train_and_evaluate: evaluated and saved at the end of the dispatch, then stopping.Stopped."""
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     configs = member_configs(config)  # checks the sweep before anything is written
     if getattr(create_model(config, 1, 1), "fit", None):
@@ -198,18 +199,20 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
     score_name = "test_loss" if test_words else "train_loss"
     evaluate = functools.partial(train.evaluate, batch_size=config.eval_batch_size, compute_dtype=config.compute_dtype,
                                  step=functools.partial(eval_step, spmd_axis=spmd_axis))
-    diverged = set()
+    diverged, max_steps = set(), train.last_step(config)
     from tqdm import tqdm
 
-    with workdir.logger() as log, tqdm(total=config.max_steps, initial=step, disable=not progress, unit="step",
-                                       dynamic_ncols=True) as bar:
-        while step < config.max_steps:
+    with stopping.on_signals() as stop, workdir.logger() as log, \
+            tqdm(total=None if max_steps == math.inf else max_steps, initial=step, disable=not progress, unit="step",
+                 dynamic_ncols=True) as bar:
+        while step < max_steps:
             num_steps = train.next_stop(step, config) - step
             states, losses_sk = train_steps(states, x_nt, y_nt, num_steps=num_steps, batch_size=config.batch_size,
                                             value_and_grad=value_and_grad, compute_dtype=config.compute_dtype,
                                             spmd_axis=spmd_axis)
             step += num_steps
             losses_k = np.asarray(jax.device_get(losses_sk))[-1]
+            signum = stop.requested()  # once per dispatch, by every process
             bar.update(num_steps)
             bar.set_postfix(best=f"{np.nanmin(losses_k):.4f}", median=f"{np.nanmedian(losses_k):.4f}")
             log.write({"step": step, "losses": losses_k.tolist()})
@@ -217,7 +220,7 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                 diverged.add(i)  # the others train on; its best stays its last finite evaluation
                 bar.write(f"warning: member {i} ({describe(config, configs[i])}) diverged: loss {losses_k[i]} at "
                           f"step {step}", file=sys.stderr)
-            if step % config.eval_every and step != config.max_steps:
+            if step % config.eval_every and step != max_steps and not signum:
                 continue
             metrics = {name: evaluate(states, *xy) for name, xy in eval_sets.items()}  # each: members, then ensemble
             for i, member in enumerate(configs):
@@ -230,6 +233,8 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                       f" | ensemble {ensemble['ensemble_' + score_name]:.4f}")
             best = update_best(best, states, jnp.asarray(scores_k, jnp.float32))
             workdir.save_population({"state": states, "best": best}, step)
+            if signum and step < max_steps:
+                raise stopping.Stopped(step, signum)
     if jax.process_index() == 0:
         print(summary(config, configs, workdir.metrics(), score_name))
     return states

@@ -6,7 +6,7 @@ interleaved rounds, medians; makemore's default sizes, batch 32, names.txt.
         [--steps 50] [--members vmap,map] [--devices 2] [--quick] [--json out.json]
 
 `speedup` = K x (ms/step alone) / (ms/step of the population): the population's throughput against K
-sequential runs. `--members map` runs the members one after another inside the program (jax.lax.map)
+sequential runs (each alone on one device, as train.py runs one model). `--members map` runs the members one after another inside the program (jax.lax.map)
 instead of vmapping them. `--devices N` emulates N host devices on the CPU (XLA_FLAGS, set before jax
 starts); the members are then sharded over the "pop" mesh axis.
 """
@@ -73,7 +73,7 @@ def main():
           f"{args.steps} steps", flush=True)
     rows = []
     for model_type in args.types.split(","):
-        timers = {("alone", 1): mmjax_timer(model_type, dataset, args.steps)}
+        timers = {("alone", 1): mmjax_timer(model_type, dataset, args.steps, {}, one_device=True)}
         for members in args.members.split(","):
             for size in map(int, args.sizes.split(",")):
                 timers[(members, size)] = population_timer(model_type, size, members)

@@ -39,11 +39,16 @@ def names_dataset(input_file):
     return input_pipeline.Dataset.from_words(input_pipeline.read_words(path), seed=3407)
 
 
-def mmjax_timer(model_type, dataset, steps, sizes):
+def mmjax_timer(model_type, dataset, steps, sizes, one_device=False):
+    """A function that runs `steps` compiled train steps and returns ms/step; on every device as train.py
+    runs (data parallel), or `one_device`: on the first alone."""
     config = get_config(model_type, **sizes)
-    state, (x_nt, y_nt), batch_sharding = train.to_devices(
-        train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)), dataset.vocab.encode_words(dataset.train_words),
-        config.batch_size)
+    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    words = dataset.vocab.encode_words(dataset.train_words)
+    if one_device:
+        (state, (x_nt, y_nt)), batch_sharding = jax.device_put((state, words), jax.devices()[0]), None
+    else:
+        state, (x_nt, y_nt), batch_sharding = train.to_devices(state, words, config.batch_size)
 
     def run():
         nonlocal state

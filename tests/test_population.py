@@ -34,17 +34,17 @@ CASES = {
     "mlp_bn": (dict(population=2), 1, dict(seed=SEED + 1, split_seed=SEED)),  # BatchNorm statistics per member
 }
 
-# train.py that SIGKILLs itself as the population's dispatch from step N starts
+# train.py that sends itself a signal (SIGKILL, SIGTERM) as the population's dispatch from step N starts
 DRIVER = """
 import os, signal, sys
 from mmjax import cli, population
-kill_at = int(sys.argv.pop(1))
+signum, at = getattr(signal, sys.argv.pop(1)), int(sys.argv.pop(1))
 train_steps = population.train_steps
-def killing_train_steps(states, *args, **kwargs):
-    if int(states.step[0]) == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
+def signalling_train_steps(states, *args, **kwargs):
+    if int(states.step[0]) == at:
+        os.kill(os.getpid(), signum)
     return train_steps(states, *args, **kwargs)
-population.train_steps = killing_train_steps
+population.train_steps = signalling_train_steps
 cli.run(cli.train_main, cli.train_parser())
 """
 
@@ -76,17 +76,20 @@ def evaluations(path, **match):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """For each case, the population and the standalone run; the mlp_bn population also killed (-9) at
-    step 150 in another process, started first so that it runs alongside."""
+    step 150, and sent SIGTERM as its first dispatch starts, in other processes started first so that they
+    run alongside (the second's exit status and stderr in d / "stopped.txt")."""
     d = tmp_path_factory.mktemp("population")
     words = write_words(d / "words.txt")
     (d / "driver.py").write_text(DRIVER)
-    killed = subprocess.Popen([sys.executable, str(d / "driver.py"), "150", "-i", str(words), "-o", str(d / "killed"),
-                               *flags("mlp_bn", **CASES["mlp_bn"][0])], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    start = lambda name, *signal_at: subprocess.Popen(
+        [sys.executable, str(d / "driver.py"), *signal_at, "-i", str(words), "-o", str(d / name),
+         *flags("mlp_bn", **CASES["mlp_bn"][0])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed, stopped = start("killed", "SIGKILL", "150"), start("stopped", "SIGTERM", "0")
     for model_type, (pop, _, alone) in CASES.items():
         train_cli("-i", words, "-o", d / f"{model_type}_population", *flags(model_type, **pop))
         train_cli("-i", words, "-o", d / f"{model_type}_alone", *flags(model_type, **alone))
     assert killed.wait(timeout=600) == -signal.SIGKILL, killed.stderr.read()
+    (d / "stopped.txt").write_text(f"{stopped.wait(timeout=600)}\n{stopped.stderr.read()}")
     return d
 
 
@@ -167,6 +170,19 @@ def test_resumed_after_kill_9_equals_the_population_never_stopped(runs):
     for a, b in zip(jax.tree.leaves(restored(whole)), jax.tree.leaves(restored.__wrapped__(killed)), strict=True):
         np.testing.assert_array_equal(a, b)
     assert (killed / "metrics.jsonl").read_bytes() == (whole / "metrics.jsonl").read_bytes()
+
+
+def test_sigterm_stops_a_population_at_the_end_of_the_dispatch_and_resume_continues_it(runs):
+    whole, stopped = runs / "mlp_bn_population", runs / "stopped"
+    status, stderr = (runs / "stopped.txt").read_text().split("\n", 1)
+    assert status == "143" and stderr.count("\n") == 1, stderr  # one line, no traceback
+    assert stderr.startswith("stopped at step 50: continue with ") and stderr.rstrip().endswith("--resume")
+    assert sorted(p.name for p in (stopped / "checkpoints" / "latest").iterdir()) == ["50"]
+    assert [m["step"] for m in WorkDir(stopped).metrics() if "ensemble_test_loss" in m] == [50]  # evaluated there
+    train_cli("-o", stopped, "--resume", "--no-progress")
+    for a, b in zip(jax.tree.leaves(restored(whole)["state"]), jax.tree.leaves(restored.__wrapped__(stopped)["state"]),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_ensemble_loss_is_the_nll_of_the_averaged_probabilities(words_file):
