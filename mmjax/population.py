@@ -194,6 +194,10 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
         eval_sets["test_loss"] = vocab.encode_words(test_words)
     mesh = mesh_for(len(configs))
     spmd_axis = None if mesh is None else "pop"
+    if jax.process_index() == 0:
+        devices = 1 if mesh is None else mesh.size
+        print(f"population: {len(configs)} members on {devices} {jax.devices()[0].platform} "
+              f"device{'s' * (devices > 1)}, {len(configs) // devices} on each")
     (states, best), ((x_nt, y_nt), eval_sets) = to_devices((states, best), (vocab.encode_words(train_words), eval_sets),
                                                            mesh)
     score_name = "test_loss" if test_words else "train_loss"
