@@ -64,7 +64,9 @@ def time_by_category(run, hlo, category):
     ops, ns, count = op_names(hlo), collections.Counter(), 0
     for plane in profile.planes:
         for line in plane.lines:
-            if not line.name.startswith("tf_XLAEigen"):  # XLA's CPU worker threads
+            # XLA's CPU threads: its Eigen pool, and its client's, which runs some operations inline (more of
+            # them on a loaded machine)
+            if not line.name.startswith("tf_XLA"):
                 continue
             for event in line.events:
                 if event.name in ops:

@@ -8,8 +8,9 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_words
 from mmjax import cli
 from mmjax.config import base_config
 from mmjax.input_pipeline import Dataset, read_words
@@ -26,21 +27,6 @@ def save_params(path, params):
     np.savez(path, **{jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(params)})
 """
 
-TRAIN_20_STEPS = """
-import sys
-from mmjax import train
-from helpers import fresh_state, small_config
-from mmjax.input_pipeline import Dataset, read_words
-dataset = Dataset.from_words(read_words(sys.argv[1]), seed=0)
-config = small_config(batch_size=int(sys.argv[3]))
-state, (x_nt, y_nt), batch_sharding = train.to_devices(fresh_state(config, dataset.vocab),
-                                                      dataset.vocab.encode_words(dataset.train_words), config.batch_size)
-state, _ = train.train_steps(state, x_nt, y_nt, num_steps=20, batch_size=config.batch_size,
-                             batch_sharding=batch_sharding)
-assert jax.device_count() == len(state.params["lm_head"]["kernel"].sharding.device_set)
-save_params(sys.argv[2], state.params)
-"""
-
 # train.py's main with --distributed, jax.distributed.initialize faked: prints whether jax had started
 # its backends when it was called; saves the trained parameters to WORK_DIR/trained.npz.
 TRAIN_DISTRIBUTED = """
@@ -51,9 +37,11 @@ backends_started, trained = [], []
 jax.distributed.initialize = lambda: backends_started.append(xla_bridge.backends_are_initialized())
 train_and_evaluate = train.train_and_evaluate
 train.train_and_evaluate = lambda *args, **kwargs: trained.append(train_and_evaluate(*args, **kwargs))
-args = cli.train_parser().parse_args(["--distributed", *sys.argv[1:]])
-cli.train_main(args)
+argv = ["--distributed", *sys.argv[1:]]
+cli.train_main(cli.train_parser().parse_args(argv))
+args = cli.train_parser().parse_args(argv)
 save_params(pathlib.Path(args.work_dir) / "trained.npz", trained[0].params)
+assert jax.device_count() == len(trained[0].params["lm_head"]["kernel"].sharding.device_set)
 print(backends_started)
 """
 
@@ -72,22 +60,31 @@ save_params(sys.argv[2], state.params)
 """
 
 
-def python_on(devices, script, *argv):
+def python_on(devices, script, *argv, wait=True):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    return subprocess.run([sys.executable, "-c", SAVE_PARAMS + script, *map(str, argv)], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=ROOT)
+    process = subprocess.Popen([sys.executable, "-c", SAVE_PARAMS + script, *map(str, argv)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    return subprocess.CompletedProcess(process.args, process.wait(timeout=300), *process.communicate()) if wait else process
 
 
-def train_on(devices, words_file, out, batch_size=32):
-    return python_on(devices, TRAIN_20_STEPS, words_file, out, batch_size)
+@pytest.fixture(scope="module")
+def trained_on(tmp_path_factory):
+    """train.py's main with --distributed on 1 and on 8 devices, side by side: each work dir, with its trained
+    parameters in trained.npz (one evaluation and save, at step 20)."""
+    d = tmp_path_factory.mktemp("devices")
+    words = write_words(d / "words.txt")
+    processes = {devices: python_on(devices, TRAIN_DISTRIBUTED, "-i", words, "-o", d / f"on_{devices}", *SMALL,
+                                    "--eval-every", "20", "--no-progress", wait=False) for devices in (1, 8)}
+    for process in processes.values():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+        assert stdout.splitlines()[-1] == "[False]"  # --distributed initialised jax once, before its backends
+    return {devices: d / f"on_{devices}" for devices in processes}
 
 
-def test_eight_devices_train_as_one(words_file, tmp_path):
-    for devices in (1, 8):
-        result = train_on(devices, words_file, tmp_path / f"{devices}.npz")
-        assert result.returncode == 0, result.stderr
-    one, eight = np.load(tmp_path / "1.npz"), np.load(tmp_path / "8.npz")
+def test_eight_devices_train_as_one(trained_on):
+    one, eight = (np.load(trained_on[devices] / "trained.npz") for devices in (1, 8))
     assert len(one.files) == len(eight.files) > 5
     for name in one.files:
         got, want = eight[name], one[name]
@@ -98,22 +95,12 @@ def test_eight_devices_train_as_one(words_file, tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
 
 
-def test_a_batch_that_does_not_divide_is_refused(words_file, tmp_path):
-    result = train_on(8, words_file, tmp_path / "x.npz", batch_size=30)
-    assert result.returncode != 0
-    assert "batch size 30 does not divide over 8 devices: pass a multiple of 8" in result.stderr
-
-
-def test_checkpoints_move_between_8_and_1_devices(words_file, tmp_path):
-    for saved_on, restored_on in ((8, 1), (1, 8)):
-        work_dir = tmp_path / f"saved_on_{saved_on}"
-        result = python_on(saved_on, TRAIN_DISTRIBUTED, "-i", words_file, "-o", work_dir, *SMALL, "--eval-every", "20",
-                           "--no-progress")  # one evaluation and save
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.splitlines()[-1] == "[False]"  # --distributed initialised jax once, before its backends
-        result = python_on(restored_on, RESTORE, work_dir, tmp_path / "restored.npz")
-        assert result.returncode == 0, result.stderr
-        trained, restored = np.load(work_dir / "trained.npz"), np.load(tmp_path / "restored.npz")
+def test_checkpoints_move_between_8_and_1_devices(trained_on, tmp_path):
+    restoring = {(saved_on, restored_on): python_on(restored_on, RESTORE, trained_on[saved_on], tmp_path / f"{saved_on}.npz",
+                                                    wait=False) for saved_on, restored_on in ((8, 1), (1, 8))}
+    for (saved_on, _), process in restoring.items():
+        assert process.wait(timeout=300) == 0, process.communicate()[1]
+        trained, restored = np.load(trained_on[saved_on] / "trained.npz"), np.load(tmp_path / f"{saved_on}.npz")
         assert len(trained.files) == len(restored.files) > 5
         for name in trained.files:
             np.testing.assert_array_equal(restored[name], trained[name], err_msg=name)
