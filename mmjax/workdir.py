@@ -282,10 +282,9 @@ class WorkDir:
             for attempt in range(READ_RETRIES):
                 try:
                     return self._restore(initial_state, which)
-                except UserError:
-                    raise
                 except Exception:
-                    # A run training here replaces its checkpoints under the reader: read the new one.
+                    # A run training here replaces its checkpoints under the reader (for a moment its best
+                    # step may be listed nowhere): read the new one. Then a UserError is what it says.
                     if attempt + 1 == READ_RETRIES or not self.training_elsewhere():
                         raise
                     self._managers.pop(which, None)  # forget the steps it listed
