@@ -14,7 +14,7 @@ import pytest
 import mmjax
 from conftest import write_words
 from helpers import SMALL, assert_refused, fresh_state, run_command, small_config, train
-from mmjax import population
+from mmjax import population, sampling
 from mmjax import train as trainer
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, read_words
@@ -125,6 +125,16 @@ def test_the_best_checkpoint_is_chosen_on_the_validation_loss(runs):
     tags = {tag for tag, _, _ in scalars(runs / "val")}
     assert tags == {"Loss/train", "Loss/val", "Loss/test"}
     assert "val_loss" not in evaluations(runs / "plain")[0]
+
+
+def test_sampling_counts_validation_words_as_training_words(runs):
+    val_words = set(WorkDir(runs / "val").load_dataset().val_words)
+    samples = mmjax.sample(runs / "val", num_samples=300, batch_size=300)
+    seen = sorted(val_words.intersection(samples))
+    assert seen  # the tiny model draws some of its short words
+    report = sampling.report(seen, WorkDir(runs / "val").load_dataset())
+    assert f"{len(seen)} samples that are in train" in report and "novelty: 0.0%" in report
+    assert not val_words.intersection(mmjax.sample(runs / "val", num_samples=300, batch_size=300, new=True))
 
 
 def test_a_member_with_dropout_is_the_standalone_run_of_its_rate(runs):
