@@ -30,7 +30,7 @@ from mmjax.errors import UserError
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
 
-SWEEPABLE = (*optimizers.HYPERPARAMS, "dropout", "seed")
+SWEEPABLE = (*optimizers.HYPERPARAMS, "seed", "dropout")
 
 
 def is_population(config):
