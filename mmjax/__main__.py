@@ -11,4 +11,5 @@ if __name__ == "__main__":
         print(f"usage: python -m mmjax {{{','.join(COMMANDS)}}} [flags]; python -m mmjax train -h lists the flags",
               file=sys.stderr)
         sys.exit(2)
-    COMMANDS[sys.argv[1]](sys.argv[2:], prog=f"python -m mmjax {sys.argv[1]}")
+    command = sys.argv.pop(1)  # the rest is the command's own command line, as train.py's would be
+    COMMANDS[command](prog=f"python -m mmjax {command}")

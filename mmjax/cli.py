@@ -2,6 +2,7 @@
 `python -m mmjax sample`) parse their flags into a config and call the Python API."""
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -154,7 +155,7 @@ def one_cpu_device_per_core(args):
     """A population on the CPU gets a device per core, before the backend starts: XLA:CPU runs a small model's
     operations on about one core, and members sharded over devices keep them all busy (README: Many models at
     once). Not when the user set the CPU's device count, never for one model (its data would be split), and
-    not once jax has started (in a Python session that ran jax already: it keeps its devices)."""
+    not once jax has started."""
     try:
         saved = json.loads((pathlib.Path(args.work_dir) / "config.json").read_text()) if args.resume else {}
     except (OSError, ValueError):  # no run there, or a damaged one: the resume says so
@@ -167,8 +168,11 @@ def one_cpu_device_per_core(args):
             pass
 
 
-def train_main(args):
-    one_cpu_device_per_core(args)
+def train_main(args, whole_process=False):
+    """`whole_process`: the command owns the process (train.py, mmjax-train), so it may set how many devices
+    the CPU has; called from Python (a notebook), it leaves the session's jax as it is."""
+    if whole_process:
+        one_cpu_device_per_core(args)
     if args.device:  # before any backend starts; checked once --distributed has joined the others
         choose_platform(args.device)
     if args.distributed:  # before anything touches the devices; finds the others on TPU pods, SLURM, ...
@@ -257,8 +261,9 @@ def print_samples(workdir, config, member=None, ensemble=False, **options):
 
 
 def train_command(argv=None, prog=None):
+    """The command line; `argv` None: the process's own (sys.argv), as train.py and mmjax-train call it."""
     try:
-        run(train_main, train_parser(prog), argv)
+        run(functools.partial(train_main, whole_process=argv is None), train_parser(prog), argv)
     except KeyboardInterrupt:  # Ctrl-C outside training (which stops at a step instead): nothing to save
         print("interrupted", file=sys.stderr)
         sys.exit(130)

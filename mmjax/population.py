@@ -194,6 +194,10 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
     eval_sets = train.evaluation_sets(dataset, config)
     mesh = mesh_for(len(configs))
     spmd_axis = None if mesh is None else "pop"
+    if jax.process_index() == 0:
+        devices = 1 if mesh is None else mesh.size
+        print(f"population: {len(configs)} members on {devices} {jax.devices()[0].platform} "
+              f"device{'s' * (devices > 1)}, {len(configs) // devices} on each")
     rates = [c.dropout for c in configs]
     dropout_k = jnp.asarray(rates, jnp.float32) if any(rates) else None  # None: no dropout compiled
     (states, best, dropout_k), ((x_nt, y_nt), eval_sets) = to_devices(

@@ -4,7 +4,6 @@ reads the words, creates or resumes a work dir, trains, evaluates and checkpoint
 import functools
 import math
 import sys
-from concurrent import futures
 
 import jax
 import jax.numpy as jnp
@@ -116,15 +115,10 @@ def next_stop(step, config):
                (step // config.eval_every + 1) * config.eval_every, last_step(config))
 
 
-def host_variables(state):
-    """Host copies of the model's variables: what process 0 samples from alone, and what a thread may still
-    read after the next dispatch has donated the state's buffers."""
-    return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-
-
-def sample_line(model, variables, vocab, config, step, num_samples=10):
+def sample_line(model, state, vocab, config, step, num_samples=10):
     """makemore's samples while it trains, as one line. They are drawn on a key of their own (the run's
-    randomness is untouched) from `variables`, host_variables(state)."""
+    randomness is untouched) from host copies of the parameters (process 0 samples alone)."""
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     options = sampling.SampleOptions(config.temperature, config.top_k, config.top_p)
     words = sampling.sample_words(model, variables, vocab, config.seed + step, num_samples, batch_size=num_samples,
                                   options=options)
@@ -263,9 +257,9 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
             bar.update(len(step_losses))
             bar.set_postfix(loss=f"{step_losses[-1]:.4f}")
             log.write({"step": step, "loss": step_losses[-1]})
+            every = config.sample_every
             if printing and every and (first_step - 1) // every < step // every:  # passed a multiple of it
-                sampler_compiled.result()
-                bar.write(sample_line(model, host_variables(state), vocab, config, step))
+                bar.write(sample_line(model, state, vocab, config, step))
             if step % config.eval_every and step != max_steps and not final:
                 return
             metrics = {name: evaluate(state, *xy, config.eval_batch_size, config.compute_dtype)
@@ -278,13 +272,6 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                 bar.write(f"step {step} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             workdir.save(state, score=metrics[score_name])
 
-        every = config.sample_every
-        if printing and every and step // every < max_steps // every:  # it will print samples
-            # compiled on a thread of its own while the train steps compile (XLA compiles each on one core),
-            # so a run does not wait for it at its first line of samples
-            pool = futures.ThreadPoolExecutor(1)
-            sampler_compiled = pool.submit(sample_line, model, host_variables(state), vocab, config, step)
-            pool.shutdown(wait=False)
         if fit and step == 0:
             state = state.replace(step=1, params=fit(x_nt, y_nt))
             log_steps(state, [evaluate(state, x_nt, y_nt, config.eval_batch_size)], 1, hooks=())

@@ -4,8 +4,8 @@ sample line's own time, measured alone.
 
     python scripts/bench_sample_every.py -i names.txt [--type transformer] [--rounds 3] [--steps 1000] [--quick]
 
-The sampler compiles on a thread of its own beside the train steps' compilation (train.py), so what a run
-pays for it is the measured difference less the lines' own time. Projected onto a default 10,000-step run:
+What a run pays beyond the lines' own time (mostly the sampler's one compilation) is the measured
+difference less the lines. Projected onto a default 10,000-step run:
 (that fixed cost + 50 lines) / (the plain run + 9,000 more steps at the compiled step's ms/step, measured in
 this process). Prints the figures, then JSON.
 """
@@ -41,15 +41,15 @@ def run_seconds(args, steps, sample_every, workdir):
 
 
 def line_ms(args, config, dataset, count):
-    """Median time of one sample line (compiled first), from a fresh model's host variables."""
+    """The first sample line's time (the sampler's compilation) and the median of the next `count`, in ms."""
     model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
-    variables = train.host_variables(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
+    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     times = []
     for _ in range(count + 1):
         start = time.perf_counter()
-        train.sample_line(model, variables, dataset.vocab, config, 0)
+        train.sample_line(model, state, dataset.vocab, config, 0)
         times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times[1:])
+    return times[0], statistics.median(times[1:])
 
 
 def main():
@@ -70,7 +70,7 @@ def main():
             for n in (seconds if r % 2 == 0 else reversed(list(seconds))):
                 seconds[n].append(run_seconds(args, steps, n, pathlib.Path(tmp) / f"{r}_{n}"))
     dataset = names_dataset(args.input_file)
-    line = line_ms(args, config, dataset, 10 * rounds)
+    first, line = line_ms(args, config, dataset, 10 * rounds)
     step_timer = mmjax_timer(args.type, dataset, config.log_every, {})
     step_ms = statistics.median(step_timer() for _ in range(5 * rounds))
     plain, sampled = (statistics.median(s) for s in seconds.values())
@@ -80,12 +80,13 @@ def main():
     default_run = (fixed + DEFAULT_STEPS // every * line / 1000) / default_plain
     figures = {"type": args.type, "rounds": rounds, "steps": steps, "sample_every": every,
                "run_s_plain": plain, "run_s_sampled": sampled, "extra_s": extra, "sample_line_ms": line,
+               "first_sample_line_ms": first,
                "fixed_extra_s": fixed, "slowdown_measured": extra / plain, "ms_per_step": step_ms,
                "default_run_s_plain": default_plain, "slowdown_default_run": default_run}
     print(f"{args.type}: train.py --max-steps {steps} takes {plain:.2f} s without samples, {sampled:.2f} s with a "
           f"line every {every} steps (medians of {rounds} alternating rounds): {extra:+.2f} s, "
           f"{extra / plain:+.2%}")
-    print(f"one sample line alone: {line:.2f} ms (median of {10 * rounds}); beyond its {steps // every} lines the run "
+    print(f"one sample line alone: {line:.2f} ms (median of {10 * rounds}; the first, compiling: {first:.0f} ms); beyond its {steps // every} lines the run "
           f"paid {fixed:+.2f} s; a default {DEFAULT_STEPS:,}-step run ({default_plain:.0f} s at {step_ms:.2f} ms/step): "
           f"{default_run:+.2%}")
     print(json.dumps(figures))

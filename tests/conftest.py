@@ -1,10 +1,27 @@
+import os
 import pathlib
 import random
+import shutil
+import tempfile
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
+
+# One persistent compilation cache for the session, made before jax starts and inherited by the xdist
+# workers and every command the tests run: dozens of them compile the same small programs (a cached
+# executable is the program XLA compiled, so what the tests check is unchanged). A size limit turns on
+# jax's file lock, so concurrent processes never read a half-written entry. Removed at the end.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    SESSION_CACHE = tempfile.mkdtemp(prefix="mmjax-tests-jax-cache-")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=SESSION_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30))
+
+
+def pytest_unconfigure(config):
+    if "SESSION_CACHE" in globals():  # the process that made it
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 def write_words(path, n=300, alphabet="abcdefgh", seed=0):
@@ -31,7 +48,6 @@ def names_file():
 def faults(tmp_path_factory):
     """faults(VAR=value, ...): the environment of a command in which tests/faults.c makes those faults
     (a full disk, a kill -9 in a write or a rename)."""
-    import shutil
     import subprocess
 
     if not shutil.which("cc"):

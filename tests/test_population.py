@@ -2,6 +2,7 @@
 hyper-parameters, sweeps, the ensemble's loss, sampling and export, kill -9 and resume, several devices."""
 
 import functools
+import math
 import os
 import signal
 import subprocess
@@ -183,6 +184,23 @@ def test_sigterm_stops_a_population_at_the_end_of_the_dispatch_and_resume_contin
     for a, b in zip(jax.tree.leaves(restored(whole)["state"]), jax.tree.leaves(restored.__wrapped__(stopped)["state"]),
                     strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_command_gives_a_population_a_cpu_device_per_core(tmp_path, words_file):
+    """XLA:CPU runs a small model on about one core: the command spreads the members over one device per core
+    (as many as divide K), on a new run and on its resume; a user's own device count is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    command = lambda *argv, env=env: subprocess.run(
+        [sys.executable, "-m", "mmjax", "train", "-o", str(tmp_path / "pop"), *map(str, argv)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    devices = math.gcd(2, len(os.sched_getaffinity(0)))
+    spread = f"population: 2 members on {devices} cpu device{'s' * (devices > 1)}, {2 // devices} on each"
+    new = command("-i", words_file, *flags("mlp", population=2, max_steps=20, eval_every=10, log_every=10))
+    assert new.returncode == 0 and spread in new.stdout.splitlines(), new.stderr
+    resumed = command("--resume", "--max-steps", 30, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+    assert resumed.returncode == 0 and "population: 2 members on 1 cpu device, 2 on each" in resumed.stdout, resumed.stderr
+    again = command("--resume", "--max-steps", 40)
+    assert again.returncode == 0 and spread in again.stdout.splitlines(), again.stderr
 
 
 def test_ensemble_loss_is_the_nll_of_the_averaged_probabilities(words_file):

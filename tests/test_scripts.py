@@ -50,3 +50,11 @@ def test_bench_sample_every_quick(names_file, tmp_path):
                "--json", tmp_path / "b.json")
     figures = json.loads((tmp_path / "b.json").read_text())
     assert figures["sample_every"] == 200 and figures["sample_line_ms"] > 0 and figures["run_s_plain"] > 0
+
+
+def test_bench_population_quick(names_file, tmp_path):
+    run_script("scripts/bench_population.py", "-i", names_file, "--quick", "--types", "bow", "--sizes", "1,2",
+               "--devices", "2", "--json", tmp_path / "p.json")
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert [(r["type"], r["K"], r["devices"]) for r in rows] == [("bow", 1, 2), ("bow", 2, 2)]
+    assert all(r["ms_per_member_step"] > 0 and r["speedup"] > 0 for r in rows)
