@@ -162,7 +162,6 @@ def test_a_member_with_dropout_is_the_standalone_run_of_its_rate(runs):
     (["--val-size", "-1"], "val_size must not be negative, got -1"),
     (["--val-size", "270"], "val_size must be at least 0 and below the 270 training words, got 270"),
     (["--type", "mlp_bn", "--dropout", "0.1"], "the mlp_bn model has no dropout, got dropout 0.1: pass 0, or a type"),
-    (["--sweep", "dropout=0,1"], "dropout must be at least 0 and below 1, got 1.0"),
 ])
 def test_bad_values_are_one_line_errors_and_write_nothing(tmp_path, words_file, argv, message):
     with pytest.raises(UserError, match=message):
@@ -173,6 +172,11 @@ def test_bad_values_are_one_line_errors_and_write_nothing(tmp_path, words_file, 
 def test_the_command_refuses_a_rate_of_1_and_a_resume_that_changes_the_split(runs, tmp_path, words_file):
     assert_refused(run_command("train.py", "-i", words_file, "-o", tmp_path / "out", "--dropout", "1", *SMALL),
                    "dropout must be at least 0 and below 1, got 1.0: pass a rate such as 0.1 (0: off)")
+    assert not (tmp_path / "out").exists()
+    # a swept rate is checked as each member's (through the API: the command would give this process a CPU
+    # device per core for the population)
+    with pytest.raises(UserError, match="dropout must be at least 0 and below 1, got 1.0"):
+        population.train_and_evaluate(small_config(sweep="dropout=0,1"), tmp_path / "out", words_file)
     assert not (tmp_path / "out").exists()
     metrics = (runs / "val" / "metrics.jsonl").read_bytes()
     with pytest.raises(UserError, match=f"holds a run with val_size={VAL}, whose split is recorded, not val_size=5"):
