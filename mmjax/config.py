@@ -12,7 +12,7 @@ import pathlib
 import ml_collections
 
 from mmjax.errors import UserError
-from mmjax.models import MODELS
+from mmjax.models import MODELS, has_dropout
 from mmjax.optimizers import OPTIMIZERS, SCHEDULES
 
 
@@ -37,10 +37,12 @@ def base_config():
     config.context = None  # mlp_bn, wavenet: tokens in the window
     config.cell = None  # rnn: "rnn", "gru" or "lstm"
     config.alpha = None  # bigram_counts: added to every count
+    config.dropout = 0.0  # the dropout rate in training (transformer, mlp, bow, rnn, gru, lstm; 0: off, as makemore)
     # Data.
     config.dedupe = False  # drop repeated lines before the split
     config.seed = 3407  # split, initialisation and batches
     config.split_seed = None  # the train/test split's seed on its own (None: seed)
+    config.val_size = 0  # > 0: this many training words held out as the validation set, which picks the best checkpoint
     # Optimisation: AdamW exactly as makemore.py.
     config.batch_size = 32
     config.learning_rate = 5e-4
@@ -133,7 +135,13 @@ def validate(config):
     if config.manual_grad and (config.type != "mlp_bn" or config.compute_dtype != "float32"):
         raise UserError(f"manual gradients are written for mlp_bn in float32, not {config.type} in "
                         f"{config.compute_dtype}: turn manual_grad off or use the mlp_bn type")
-    for field in ("weight_decay", "grad_clip", "warmup_steps", "lr_decay_steps", "sample_every"):
+    if not 0 <= config.dropout < 1:
+        raise UserError(f"dropout must be at least 0 and below 1, got {config.dropout}: pass a rate such as 0.1 "
+                        "(0: off)")
+    if config.dropout and not has_dropout(config.type):
+        raise UserError(f"the {config.type} model has no dropout, got dropout {config.dropout}: pass 0, or a type "
+                        f"with it ({', '.join(t for t in MODELS if has_dropout(t))})")
+    for field in ("weight_decay", "grad_clip", "warmup_steps", "lr_decay_steps", "sample_every", "val_size"):
         if config[field] < 0:
             raise UserError(f"{field} must not be negative, got {config[field]}: pass 0 or more")
 

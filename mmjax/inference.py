@@ -62,6 +62,6 @@ def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top
     kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options))
     if not (unique or new):
         return sampling.sample_words(model, variables, dataset.vocab, seed, num_samples, **kwargs), num_samples
-    exclude = frozenset(dataset.train_words + dataset.test_words) if new else frozenset()
+    exclude = frozenset(dataset.train_words + dataset.val_words + dataset.test_words) if new else frozenset()
     return sampling.draw_words(model, variables, dataset.vocab, seed, num_samples, exclude=exclude, unique=unique,
                                **kwargs)

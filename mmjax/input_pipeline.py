@@ -143,8 +143,15 @@ class Dataset:
     vocab: Vocab
     train_words: list
     test_words: list
+    val_words: list = dataclasses.field(default_factory=list)  # held out of train_words (val_size)
 
     @classmethod
-    def from_words(cls, words, seed):
-        """Vocabulary from all words; makemore's split. Fewer than 10 words leave the test set empty."""
-        return cls(Vocab.from_words(words), *split_words(words, seed))
+    def from_words(cls, words, seed, val_size=0):
+        """Vocabulary from all words; makemore's split. Fewer than 10 words leave the test set empty. Then
+        the last `val_size` training words (in the permutation's order, so a random draw) become the
+        validation set; the test set stays makemore's."""
+        train, test = split_words(words, seed)
+        if not 0 <= val_size < len(train):
+            raise UserError(f"val_size must be at least 0 and below the {len(train)} training words, got {val_size}: "
+                            "pass a smaller --val-size")
+        return cls(Vocab.from_words(words), train[:len(train) - val_size], test, train[len(train) - val_size:])

@@ -14,25 +14,28 @@ def cross_entropy(logits_btv, y_bt):
     return jnp.sum(nll_bt * mask_bt), jnp.sum(mask_bt)
 
 
-def forward(state, params, x_bt, train=False, dropout_key=None, compute_dtype="float32"):
+def forward(state, params, x_bt, train=False, dropout_key=None, compute_dtype="float32", dropout=None):
     """Logits, and the BatchNorm statistics: updated from the batch when training. `compute_dtype`
-    "bfloat16" is mixed precision: the passes in bfloat16, parameters and statistics stay float32."""
+    "bfloat16" is mixed precision: the passes in bfloat16, parameters and statistics stay float32.
+    `dropout`: the rate when training (models that have dropout; None: off)."""
     cast = lambda tree, dtype: jax.tree.map(lambda a: a.astype(dtype), tree)
     variables = {"params": cast(params, compute_dtype), "batch_stats": state.batch_stats}
     if not train:
         return state.apply_fn(variables, x_bt).astype(jnp.float32), state.batch_stats
     rngs = {} if dropout_key is None else {"dropout": dropout_key}
-    logits_btv, updates = state.apply_fn(variables, x_bt, train=True, rngs=rngs, mutable=["batch_stats"])
+    rate = {} if dropout is None else {"dropout": dropout}  # models without dropout take no rate
+    logits_btv, updates = state.apply_fn(variables, x_bt, train=True, rngs=rngs, mutable=["batch_stats"], **rate)
     return logits_btv.astype(jnp.float32), cast(updates.get("batch_stats", state.batch_stats), jnp.float32)
 
 
-def loss_fn(params, state, x_bt, y_bt, train=False, dropout_key=None, compute_dtype="float32"):
+def loss_fn(params, state, x_bt, y_bt, train=False, dropout_key=None, compute_dtype="float32", dropout=None):
     """Mean NLL per character, and the BatchNorm statistics as `forward` returns them."""
-    logits_btv, batch_stats = forward(state, params, x_bt, train, dropout_key, compute_dtype)
+    logits_btv, batch_stats = forward(state, params, x_bt, train, dropout_key, compute_dtype, dropout)
     nll_sum, count = cross_entropy(logits_btv, y_bt)
     return nll_sum / count, batch_stats
 
 
 # The trainer's default gradient: ((loss, batch_stats), grads) = value_and_grad(params, state, x_bt, y_bt,
-# train=True, dropout_key=..., compute_dtype=...). mmjax.backprop.value_and_grad is a drop-in.
+# train=True, dropout_key=..., compute_dtype=..., [dropout=rate]). mmjax.backprop.value_and_grad is a drop-in
+# (for mlp_bn, which has no dropout: the trainer passes a rate only when there is one).
 value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)

@@ -4,7 +4,8 @@ compiled program (`jax.vmap` of train.train_step) that shares the device-residen
 Member i of `--population K` has seed `seed + i` for its initialisation, batches and dropout, and the
 split of `split_seed` (default: seed): it is the standalone run `--seed seed+i --split-seed seed`.
 `--sweep FIELD=V1,V2` (config.sweep "FIELD=V1,V2;FIELD=...") multiplies the members by a grid of the
-optimiser's scalars, which sit in each member's optimiser state (optax.inject_hyperparams); fields that
+optimiser's scalars, which sit in each member's optimiser state (optax.inject_hyperparams), and of the
+dropout rate (a traced argument of each member's step); fields that
 change shapes cannot differ within one program. checkpoints/latest holds the stacked state and each
 member's best parameters, step and score, in one orbax checkpoint.
 """
@@ -29,7 +30,7 @@ from mmjax.errors import UserError
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
 
-SWEEPABLE = (*optimizers.HYPERPARAMS, "seed")
+SWEEPABLE = (*optimizers.HYPERPARAMS, "seed", "dropout")
 
 
 def is_population(config):
@@ -44,7 +45,7 @@ def parse_sweep(text):
         field = field.strip().replace("-", "_")
         if field not in SWEEPABLE:
             raise UserError(f"cannot sweep {field!r}: the members share one compiled program, so only the "
-                            "optimiser's scalars and the seed may differ (n_embd, n_layer, type, ... change shapes; "
+                            "optimiser's scalars, the dropout rate and the seed may differ (n_embd, n_layer, type, ... change shapes; "
                             f"train separate runs for them): sweep one of {', '.join(SWEEPABLE)}")
         kind = int if field == "seed" else float
         try:
@@ -79,7 +80,7 @@ def setting(config, member_config):
 
 
 def hyperparams(member_config):
-    return {field: member_config[field] for field in ("seed", *optimizers.HYPERPARAMS)}
+    return {field: member_config[field] for field in ("seed", *optimizers.HYPERPARAMS, "dropout")}
 
 
 def with_member_hyperparams(opt_state, configs):
@@ -130,15 +131,16 @@ def to_devices(stacked, shared, mesh):
 
 @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size", "value_and_grad", "compute_dtype",
                                              "spmd_axis", "members"), donate_argnames=("states",))
-def train_steps(states, x_nt, y_nt, *, num_steps, batch_size, value_and_grad=losses.value_and_grad,
+def train_steps(states, x_nt, y_nt, dropout_k=None, *, num_steps, batch_size, value_and_grad=losses.value_and_grad,
                 compute_dtype="float32", spmd_axis=None, members="vmap"):
     """`num_steps` steps of every member in one dispatch: train.train_step vmapped over the members
-    (`members="map"`: jax.lax.map, one member after the other in the same program); returns the new
-    states and the losses (num_steps, members)."""
-    step = functools.partial(train.train_step, x_nt=x_nt, y_nt=y_nt, batch_size=batch_size,
-                             value_and_grad=value_and_grad, compute_dtype=compute_dtype)
-    each = jax.vmap(step, spmd_axis_name=spmd_axis) if members == "vmap" else functools.partial(jax.lax.map, step)
-    return jax.lax.scan(lambda s, _: each(s), states, length=num_steps)
+    (`members="map"`: jax.lax.map, one member after the other in the same program), each with its dropout
+    rate (dropout_k; None: no dropout); returns the new states and the losses (num_steps, members)."""
+    step = lambda state, dropout: train.train_step(state, x_nt, y_nt, batch_size, value_and_grad, compute_dtype,
+                                                   dropout=dropout)
+    each = (jax.vmap(step, spmd_axis_name=spmd_axis) if members == "vmap"
+            else lambda s, d: jax.lax.map(lambda member: step(*member), (s, d)))
+    return jax.lax.scan(lambda s, _: each(s, dropout_k), states, length=num_steps)
 
 
 def mixture_logits(logits_k_v):
@@ -181,7 +183,7 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
         dataset = train.resumed_dataset(config, workdir, input_file)
     else:
         dataset = train.new_dataset(config, workdir, input_file, encoding, max_word_length)
-    vocab, train_words, test_words = dataset.vocab, dataset.train_words, dataset.test_words
+    vocab, train_words = dataset.vocab, dataset.train_words
     states = create_states(config, vocab, configs)
     checkpoint = workdir.restore({"state": states, "best": initial_best(states)})
     states, best = checkpoint["state"], checkpoint["best"]
@@ -189,18 +191,18 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
     step = int(states.step[0])
     if resumed:
         workdir.drop_metrics_after(step)
-    eval_sets = {"train_loss": vocab.encode_words(train_words[:config.eval_train_size])}
-    if test_words:
-        eval_sets["test_loss"] = vocab.encode_words(test_words)
+    eval_sets = train.evaluation_sets(dataset, config)
     mesh = mesh_for(len(configs))
     spmd_axis = None if mesh is None else "pop"
     if jax.process_index() == 0:
         devices = 1 if mesh is None else mesh.size
         print(f"population: {len(configs)} members on {devices} {jax.devices()[0].platform} "
               f"device{'s' * (devices > 1)}, {len(configs) // devices} on each")
-    (states, best), ((x_nt, y_nt), eval_sets) = to_devices((states, best), (vocab.encode_words(train_words), eval_sets),
-                                                           mesh)
-    score_name = "test_loss" if test_words else "train_loss"
+    rates = [c.dropout for c in configs]
+    dropout_k = jnp.asarray(rates, jnp.float32) if any(rates) else None  # None: no dropout compiled
+    (states, best, dropout_k), ((x_nt, y_nt), eval_sets) = to_devices(
+        (states, best, dropout_k), (vocab.encode_words(train_words), eval_sets), mesh)
+    score_name = train.best_score_name(eval_sets)
     evaluate = functools.partial(train.evaluate, batch_size=config.eval_batch_size, compute_dtype=config.compute_dtype,
                                  step=functools.partial(eval_step, spmd_axis=spmd_axis))
     diverged, max_steps = set(), train.last_step(config)
@@ -211,7 +213,7 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                  dynamic_ncols=True) as bar:
         while step < max_steps:
             num_steps = train.next_stop(step, config) - step
-            states, losses_sk = train_steps(states, x_nt, y_nt, num_steps=num_steps, batch_size=config.batch_size,
+            states, losses_sk = train_steps(states, x_nt, y_nt, dropout_k, num_steps=num_steps, batch_size=config.batch_size,
                                             value_and_grad=value_and_grad, compute_dtype=config.compute_dtype,
                                             spmd_axis=spmd_axis)
             step += num_steps

@@ -148,7 +148,7 @@ def draw_words(model, variables, vocab, seed, num_samples, *, exclude=frozenset(
 
 def report(words, dataset):
     """makemore's three lists: samples seen in train, seen in test, and new; then the novelty rate."""
-    train, test = set(dataset.train_words), set(dataset.test_words)
+    train, test = set(dataset.train_words + dataset.val_words), set(dataset.test_words)  # val: training words held out
     groups = {"in train": [w for w in words if w in train],
               "in test": [w for w in words if w in test and w not in train],
               "new": [w for w in words if w not in train and w not in test]}

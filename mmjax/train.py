@@ -54,9 +54,10 @@ def to_devices(state, arrays, batch_size):
 
 
 def train_step(state, x_nt, y_nt, batch_size, value_and_grad=losses.value_and_grad, compute_dtype="float32",
-               batch_sharding=None):
+               batch_sharding=None, dropout=None):
     """One optimiser step on a batch drawn with replacement from the device-resident training set;
-    with `batch_sharding`, each device computes its slice of the batch (data parallelism)."""
+    with `batch_sharding`, each device computes its slice of the batch (data parallelism). `dropout`: the
+    rate, a traced scalar (dropout_rate(config)); None compiles no dropout at all."""
     rng, batch_key = jax.random.split(state.rng)
     idx_b = jax.random.randint(batch_key, (batch_size,), 0, x_nt.shape[0])
     x_bt, y_bt = x_nt[idx_b], y_nt[idx_b]
@@ -64,17 +65,18 @@ def train_step(state, x_nt, y_nt, batch_size, value_and_grad=losses.value_and_gr
         x_bt, y_bt = jax.lax.with_sharding_constraint((x_bt, y_bt), batch_sharding)
     (loss, batch_stats), grads = value_and_grad(state.params, state, x_bt, y_bt, train=True,
                                                 dropout_key=jax.random.fold_in(batch_key, 1),
-                                                compute_dtype=compute_dtype)
+                                                compute_dtype=compute_dtype,
+                                                **({} if dropout is None else {"dropout": dropout}))
     return state.apply_gradients(grads=grads).replace(rng=rng, batch_stats=batch_stats), loss
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps", "batch_size", "value_and_grad", "compute_dtype",
                                              "batch_sharding"), donate_argnames=("state",))
-def train_steps(state, x_nt, y_nt, *, num_steps, batch_size, value_and_grad=losses.value_and_grad,
+def train_steps(state, x_nt, y_nt, dropout=None, *, num_steps, batch_size, value_and_grad=losses.value_and_grad,
                 compute_dtype="float32", batch_sharding=None):
     """`num_steps` train steps in one dispatch; returns the new state and each step's loss."""
     step = functools.partial(train_step, x_nt=x_nt, y_nt=y_nt, batch_size=batch_size, value_and_grad=value_and_grad,
-                             compute_dtype=compute_dtype, batch_sharding=batch_sharding)
+                             compute_dtype=compute_dtype, batch_sharding=batch_sharding, dropout=dropout)
     return jax.lax.scan(lambda s, _: step(s), state, length=num_steps)
 
 
@@ -94,6 +96,12 @@ def evaluate(state, x_nt, y_nt, batch_size, compute_dtype="float32", step=eval_s
         s, c = step(state, x_nt[i:i + batch_size], y_nt[i:i + batch_size], compute_dtype)
         nll_sum, count = nll_sum + np.asarray(s, np.float64), count + int(c)
     return nll_sum / count
+
+
+def dropout_rate(config):
+    """The config's dropout rate as an array, traced by the train step; None at 0: then no dropout is
+    compiled at all, and training is makemore's, bit for bit."""
+    return jnp.float32(config.dropout) if config.dropout else None
 
 
 def last_step(config):
@@ -145,13 +153,14 @@ def new_dataset(config, workdir, input_file, encoding, max_word_length):
     """The words of `input_file` (None: the embedded names), split, and recorded in `workdir` with `config`."""
     path = input_file or input_pipeline.default_words_path()
     words = input_pipeline.read_words(path, encoding, config.dedupe, max_word_length)
-    dataset = input_pipeline.Dataset.from_words(words, split_seed(config))
+    dataset = input_pipeline.Dataset.from_words(words, split_seed(config), config.val_size)
     create_model(config, dataset.vocab.size, dataset.vocab.block_size)  # refuses bad sizes before anything is written
     data_parallel(config.batch_size)  # a batch that does not divide over the devices is refused before writing
     workdir.create(config, dataset)
     workdir.record_words(words)
     if jax.process_index() == 0:
-        print(f"{len(words)} words from {path}: {len(dataset.train_words)} train, {len(dataset.test_words)} test, "
+        val = f"{len(dataset.val_words)} validation, " if dataset.val_words else ""
+        print(f"{len(words)} words from {path}: {len(dataset.train_words)} train, {val}{len(dataset.test_words)} test, "
               f"vocabulary {''.join(dataset.vocab.chars)!r} ({dataset.vocab.size} tokens), "
               f"block size {dataset.vocab.block_size}")
         warn = lambda message: print(f"warning: {message}", file=sys.stderr)
@@ -183,8 +192,24 @@ def resumed_dataset(config, workdir, input_file):
         raise UserError(f"{workdir.path} holds a {field}={workdir.load_config()[field]} run, not "
                         f"{field}={config[field]}: use the run's config, or another work dir")
     dataset = workdir.load_dataset()
+    if config.val_size != len(dataset.val_words):
+        raise UserError(f"{workdir.path} holds a run with val_size={len(dataset.val_words)}, whose split is recorded, "
+                        f"not val_size={config.val_size}: drop --val-size, or pass another -o")
     workdir.check_writable()
     return dataset
+
+
+def evaluation_sets(dataset, config):
+    """The encoded sets each evaluation scores: the first eval_train_size training words, the validation
+    words (if any) and the test words (if any)."""
+    words = {"train_loss": dataset.train_words[:config.eval_train_size], "val_loss": dataset.val_words,
+             "test_loss": dataset.test_words}
+    return {name: dataset.vocab.encode_words(w) for name, w in words.items() if w}
+
+
+def best_score_name(eval_sets):
+    """What picks the best checkpoint: the validation loss, else the test loss (makemore), else the training loss."""
+    return next(name for name in ("val_loss", "test_loss", "train_loss") if name in eval_sets)
 
 
 def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", max_word_length=None,
@@ -207,14 +232,12 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                         "value_and_grad=mmjax.backprop.value_and_grad")
     state, dataset = (resumed_run(config, workdir, input_file) if workdir.has_run
                       else new_run(config, workdir, input_file, encoding, max_word_length))
-    vocab, train_words, test_words = dataset.vocab, dataset.train_words, dataset.test_words
-    eval_sets = {"train_loss": vocab.encode_words(train_words[:config.eval_train_size])}
-    if test_words:
-        eval_sets["test_loss"] = vocab.encode_words(test_words)
+    vocab, train_words, eval_sets = dataset.vocab, dataset.train_words, evaluation_sets(dataset, config)
     # on the devices once, not copied there again at every evaluation
     state, ((x_nt, y_nt), eval_sets), batch_sharding = to_devices(
         state, (vocab.encode_words(train_words), eval_sets), config.batch_size)
-    score_name = "test_loss" if test_words else "train_loss"
+    score_name = best_score_name(eval_sets)
+    dropout = dropout_rate(config)
     model = create_model(config, vocab.size, vocab.block_size)
     fit = getattr(model, "fit", None)  # a model fitted in closed form: one step, no gradients for the hooks
     max_steps = 1 if fit else last_step(config)
@@ -254,7 +277,7 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
             log_steps(state, [evaluate(state, x_nt, y_nt, config.eval_batch_size)], 1, hooks=())
         while step < max_steps and not fit:
             state, step_losses = train_steps(
-                state, x_nt, y_nt, num_steps=next_stop(step, config) - step, batch_size=config.batch_size,
+                state, x_nt, y_nt, dropout, num_steps=next_stop(step, config) - step, batch_size=config.batch_size,
                 value_and_grad=value_and_grad, compute_dtype=config.compute_dtype, batch_sharding=batch_sharding)
             step_losses = jax.device_get(step_losses).tolist()
             signum = stop.requested()  # once per dispatch, by every process

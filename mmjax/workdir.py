@@ -130,7 +130,7 @@ class WorkDir:
             self.lock()
             write_json(self.path / "dataset.json", {
                 "chars": "".join(dataset.vocab.chars), "max_word_length": dataset.vocab.max_word_length,
-                "train_words": dataset.train_words, "test_words": dataset.test_words})
+                "train_words": dataset.train_words, "test_words": dataset.test_words, "val_words": dataset.val_words})
             write_json(self.path / "config.json", json.loads(config.to_json()))
         except OSError as e:
             raise self._unwritable(e) from None
@@ -144,10 +144,10 @@ class WorkDir:
                 raise self._unwritable(e) from None
 
     def run_words(self):
-        """The run's words in their file order, from dataset.json: the train and test words are the words
-        permuted by makemore's seeded permutation, which is undone here."""
+        """The run's words in their file order, from dataset.json: the train, validation and test words are
+        the words permuted by makemore's seeded permutation, which is undone here."""
         dataset, seed = self.load_dataset(), self.load_config().seed
-        permuted = dataset.train_words + dataset.test_words
+        permuted = dataset.train_words + dataset.val_words + dataset.test_words
         words = [None] * len(permuted)
         for i, j in enumerate(torch_randperm(len(permuted), seed)):
             words[j] = permuted[i]
@@ -237,7 +237,9 @@ class WorkDir:
 
     def load_dataset(self):
         d = self._read_json("dataset.json")
-        return Dataset(Vocab(tuple(d["chars"]), d["max_word_length"]), d["train_words"], d["test_words"])
+        # a work dir written before the validation set existed has none
+        return Dataset(Vocab(tuple(d["chars"]), d["max_word_length"]), d["train_words"], d["test_words"],
+                       d.get("val_words", []))
 
     def _manager(self, which):
         if which not in self._managers:
@@ -355,7 +357,8 @@ class WorkDir:
                 raise self._disk_full(path, e) from None
             prefix = f"member_{metrics['member']}/" if "member" in metrics else ""  # a population's member
             scalars = [(prefix + tag, metrics[name]) for name, tag in (
-                ("train_loss", "Loss/train"), ("test_loss", "Loss/test"), ("ensemble_test_loss", "ensemble/Loss/test"))
+                ("train_loss", "Loss/train"), ("val_loss", "Loss/val"), ("test_loss", "Loss/test"),
+                ("ensemble_test_loss", "ensemble/Loss/test"))
                 if name in metrics]
             try:
                 for tag, value in scalars:

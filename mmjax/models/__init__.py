@@ -5,7 +5,8 @@ fields filled from the config fields of the same names, with:
 
 - `__call__(idx_bt, train=False) -> logits_btv`: every position at once; position t sees tokens
   0..t only. `train=True` is the training pass: BatchNorm normalises with batch statistics and
-  updates the `batch_stats` collection (dropout, where a model has it, draws on the `dropout` rng).
+  updates the `batch_stats` collection. A model with dropout also takes `dropout`, the rate (a
+  traced scalar, so one per model under vmap; None: off), applied only when `train`, on the `dropout` rng.
 - `decode_init(batch_size) -> carry`: the decode state before any token, a pytree of arrays.
 - `decode_step(carry, token_b, pos_b) -> (logits_bv, carry)`: feeds row b's token at its own
   position pos_b and returns the logits for the token after it, equal to `__call__`'s logits at that
@@ -17,6 +18,7 @@ A model fitted in closed form rather than by gradient steps also has `fit(x_nt, 
 """
 
 import dataclasses
+import inspect
 
 from mmjax.errors import UserError
 from mmjax.models.bigram import Bigram
@@ -46,6 +48,11 @@ def model_fields(model_type):
     """The config fields that shape a model of this type (besides vocab_size and block_size)."""
     return [f.name for f in dataclasses.fields(MODELS[model_type])
             if f.name not in ("parent", "name", "vocab_size", "block_size")]
+
+
+def has_dropout(model_type):
+    """Whether the model takes a dropout rate (mlp_bn, wavenet and the bigrams do not)."""
+    return "dropout" in inspect.signature(MODELS[model_type].__call__).parameters
 
 
 def create_model(config, vocab_size, block_size):

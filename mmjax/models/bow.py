@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.models.layers import Embedding, Linear
+from mmjax.models.layers import Embedding, Linear, drop
 
 
 class TanhMLP(nn.Module):
@@ -25,9 +25,9 @@ class BoWBlock(nn.Module):
     n_embd2: int
 
     @nn.compact
-    def __call__(self, x_btc, prefix_mean_btc):
+    def __call__(self, x_btc, prefix_mean_btc, rate=None):
         x_btc = x_btc + prefix_mean_btc
-        return x_btc + TanhMLP(self.n_embd, self.n_embd2, name="mlp")(x_btc)
+        return x_btc + drop(self, TanhMLP(self.n_embd, self.n_embd2, name="mlp")(x_btc), rate)
 
 
 class BoW(nn.Module):
@@ -38,6 +38,8 @@ class BoW(nn.Module):
     = `wpe.weight`, `context_block/mlp/c_fc|c_proj/kernel|bias` = `context_block.mlp.c_fc|c_proj.weight|bias`,
     `lm_head/kernel|bias` = `lm_head.weight|bias`. (makemore's mask buffer `context_block.cbow.bias`
     has no counterpart: a cumulative sum does the averaging.)
+    Dropout (off unless `dropout` is given in training) where the Transformer has it in this frame: on the
+    token + position embeddings and on the MLP branch's output before it is added.
     """
 
     vocab_size: int
@@ -51,11 +53,11 @@ class BoW(nn.Module):
         self.context_block = BoWBlock(self.n_embd, self.n_embd2)
         self.lm_head = Linear(self.vocab_size, self.n_embd)
 
-    def __call__(self, idx_bt, train: bool = False):
-        T = idx_bt.shape[1]
-        x_btc = self.wte(idx_bt) + self.wpe(jnp.arange(T))
+    def __call__(self, idx_bt, train: bool = False, dropout=None):
+        T, rate = idx_bt.shape[1], dropout if train else None
+        x_btc = drop(self, self.wte(idx_bt) + self.wpe(jnp.arange(T)), rate)
         mean_btc = jnp.cumsum(x_btc, axis=1) / jnp.arange(1, T + 1)[:, None]
-        return self.lm_head(self.context_block(x_btc, mean_btc))
+        return self.lm_head(self.context_block(x_btc, mean_btc, rate))
 
     def decode_init(self, batch_size):
         return jnp.zeros((batch_size, self.n_embd))  # the sum of the prefix's x

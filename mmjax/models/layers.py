@@ -40,6 +40,17 @@ def LayerNorm(name=None):
     return nn.LayerNorm(epsilon=1e-5, use_fast_variance=True, name=name)
 
 
+def drop(module, x, rate):
+    """Inverted dropout (Srivastava et al. 2014): each element zeroed with probability `rate`, the rest
+    scaled by 1 / (1 - rate), on `module`'s "dropout" rng; at rate 0 exactly x. `rate` None: off (nothing is
+    computed). Written here because flax's nn.Dropout tests `rate == 0` in Python, and the rate is a traced
+    value here, one per model under vmap."""
+    if rate is None:
+        return x
+    keep = jax.random.bernoulli(module.make_rng("dropout"), 1 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1 - rate, x.dtype), 0).astype(x.dtype)
+
+
 def restart(carry, start, pos_b):
     """The decode carry with the rows at position 0 set to `start`: those rows begin a new sequence."""
     return jax.tree.map(lambda s, c: jnp.where((pos_b == 0).reshape(-1, *[1] * (c.ndim - 1)), s, c), start, carry)

@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mmjax.errors import UserError
-from mmjax.models.layers import Embedding, Linear, restart, torch_uniform
+from mmjax.models.layers import Embedding, Linear, drop, restart, torch_uniform
 
 
 class XHCell(nn.RNNCellBase):
@@ -62,7 +62,9 @@ class RNN(nn.Module):
     """Recurrent language model (makemore's frame): h_t = cell(wte(token t), h_{t-1}), logits_t = lm_head(h_t).
 
     `cell`: "rnn" (Elman 1990, Mikolov et al. 2010), "gru" (Cho et al. 2014) or "lstm" (Graves 2013).
-    h_0 is the learned `start`; the LSTM's cell state starts at zeros.
+    h_0 is the learned `start`; the LSTM's cell state starts at zeros. Dropout (off unless `dropout` is
+    given in training) on the recurrence's inputs and outputs, not on the recurrent connection (Zaremba
+    et al. 2014): on the embeddings fed to the cell and on h before `lm_head`.
     Parameters, flax -> makemore (kernels transposed): `start` = `start`, `wte/embedding` =
     `wte.weight`, `cell/xh_to_h/kernel|bias` = `cell.xh_to_h.weight|bias` (gru: `xh_to_z`, `xh_to_r`,
     `xh_to_hbar` likewise), `lm_head/kernel|bias` = `lm_head.weight|bias`. The LSTM, which makemore
@@ -83,9 +85,10 @@ class RNN(nn.Module):
         self.scan = nn.RNN(self.recurrence)
         self.lm_head = Linear(self.vocab_size, self.n_embd2)
 
-    def __call__(self, idx_bt, train: bool = False):
-        h_btc = self.scan(self.wte(idx_bt), initial_carry=self.decode_init(idx_bt.shape[0]))
-        return self.lm_head(h_btc)
+    def __call__(self, idx_bt, train: bool = False, dropout=None):
+        rate = dropout if train else None
+        h_btc = self.scan(drop(self, self.wte(idx_bt), rate), initial_carry=self.decode_init(idx_bt.shape[0]))
+        return self.lm_head(drop(self, h_btc, rate))
 
     def decode_init(self, batch_size):
         h_bc = jnp.broadcast_to(self.start, (batch_size, self.n_embd2))

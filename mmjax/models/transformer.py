@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.layers import Embedding, LayerNorm, Linear
+from mmjax.models.layers import Embedding, LayerNorm, Linear, drop
 
 
 class CausalSelfAttention(nn.Module):
@@ -18,17 +18,21 @@ class CausalSelfAttention(nn.Module):
     n_head: int
 
     @nn.compact
-    def __call__(self, x_btc, kv_cache=None, slot=None, seen_bs=None):
+    def __call__(self, x_btc, kv_cache=None, slot=None, seen_bs=None, rate=None):
         """Causal attention over x; or, when decoding (x has T = 1), over the key/value cache
         (k_bnsh, v_bnsh): this token's key and value go to cache slot `slot`, and row b attends to
-        the slots seen_bs[b] (see Transformer.decode_step). Returns the cache updated."""
+        the slots seen_bs[b] (see Transformer.decode_step). Returns the cache updated. `rate`: dropout
+        on the attention weights and on the output (GPT-2's attn_dropout and resid_dropout)."""
         B, T, C = x_btc.shape
         q_btc, k_btc, v_btc = jnp.split(Linear(3 * C, C, name="c_attn")(x_btc), 3, axis=-1)
         q_btnh, k_btnh, v_btnh = (t.reshape(B, T, self.n_head, C // self.n_head) for t in (q_btc, k_btc, v_btc))
         # flax's attention rather than jax.nn's, whose grouped-query vmap makes the backward pass
         # of ordinary multi-head attention reduce over a unit axis (a step 5% slower on CPU)
-        if kv_cache is None:
+        if kv_cache is None and rate is None:
             y_btnh = nn.dot_product_attention(q_btnh, k_btnh, v_btnh, mask=nn.make_causal_mask(jnp.ones((B, T))))
+        elif kv_cache is None:  # what nn.dot_product_attention computes, with dropout on the weights
+            weights_bnts = nn.dot_product_attention_weights(q_btnh, k_btnh, mask=nn.make_causal_mask(jnp.ones((B, T))))
+            y_btnh = jnp.einsum("...hqk,...khd->...qhd", drop(self, weights_bnts, rate), v_btnh)
         else:
             # the cache is (B, heads, S, head) and the two products are written out: flax's attention
             # wants (B, S, heads, head), which made XLA:CPU transpose and copy the whole cache every
@@ -39,17 +43,17 @@ class CausalSelfAttention(nn.Module):
             probs_bns = jax.nn.softmax(jnp.where(seen_bs[:, None], scores_bns, -jnp.inf), axis=-1)
             y_btnh = jnp.einsum("bns,bnsh->bnh", probs_bns, v_bnsh)[:, None]
             kv_cache = (k_bnsh, v_bnsh)
-        return Linear(C, C, name="c_proj")(y_btnh.reshape(B, T, C)), kv_cache
+        return drop(self, Linear(C, C, name="c_proj")(y_btnh.reshape(B, T, C)), rate), kv_cache
 
 
 class MLP(nn.Module):
     n_embd: int
 
     @nn.compact
-    def __call__(self, x_btc):
+    def __call__(self, x_btc, rate=None):
         C = self.n_embd
         h_btf = nn.gelu(Linear(4 * C, C, name="c_fc")(x_btc), approximate=True)
-        return Linear(C, 4 * C, name="c_proj")(h_btf)
+        return drop(self, Linear(C, 4 * C, name="c_proj")(h_btf), rate)
 
 
 class Block(nn.Module):
@@ -59,15 +63,17 @@ class Block(nn.Module):
     n_head: int
 
     @nn.compact
-    def __call__(self, x_btc, kv_cache=None, slot=None, seen_bs=None):
+    def __call__(self, x_btc, kv_cache=None, slot=None, seen_bs=None, rate=None):
         y_btc, kv_cache = CausalSelfAttention(self.n_embd, self.n_head, name="attn")(
-            LayerNorm("ln_1")(x_btc), kv_cache, slot, seen_bs)
+            LayerNorm("ln_1")(x_btc), kv_cache, slot, seen_bs, rate)
         x_btc = x_btc + y_btc
-        return x_btc + MLP(self.n_embd, name="mlp")(LayerNorm("ln_2")(x_btc)), kv_cache
+        return x_btc + MLP(self.n_embd, name="mlp")(LayerNorm("ln_2")(x_btc), rate), kv_cache
 
 
 class Transformer(nn.Module):
-    """Transformer language model, exactly as in GPT-2 (Radford et al. 2019)."""
+    """Transformer language model, exactly as in GPT-2 (Radford et al. 2019). Dropout (off unless
+    `dropout` is given in training) where GPT-2 has it: on the token + position embeddings, on the
+    attention weights, and on each residual branch's output before it is added."""
 
     vocab_size: int
     block_size: int
@@ -82,10 +88,11 @@ class Transformer(nn.Module):
         self.ln_f = LayerNorm()
         self.lm_head = Linear(self.vocab_size, self.n_embd, use_bias=False)
 
-    def __call__(self, idx_bt, train: bool = False):
-        x_btc = self.wte(idx_bt) + self.wpe(jnp.arange(idx_bt.shape[1]))
+    def __call__(self, idx_bt, train: bool = False, dropout=None):
+        rate = dropout if train else None
+        x_btc = drop(self, self.wte(idx_bt) + self.wpe(jnp.arange(idx_bt.shape[1])), rate)
         for block in self.h:
-            x_btc, _ = block(x_btc)
+            x_btc, _ = block(x_btc, rate=rate)
         return self.lm_head(self.ln_f(x_btc))
 
     def decode_init(self, batch_size):

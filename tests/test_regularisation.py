@@ -1,0 +1,185 @@
+"""Regularisation and validation (issue 15): dropout at a traced rate (one per member under vmap), off by
+default and then makemore's numbers exactly; the validation split, and the best checkpoint chosen on it;
+their flags' one-line errors. (The schedules' learning rates are test_library.py's.)"""
+
+import collections
+import dataclasses
+import functools
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mmjax
+from conftest import write_words
+from helpers import SMALL, assert_refused, run_command, small_config, train
+from mmjax import population, sampling
+from mmjax import train as trainer
+from mmjax.errors import UserError
+from mmjax.input_pipeline import Dataset, read_words
+from mmjax.models import MODELS, create_model, has_dropout
+from mmjax.models.layers import drop
+from mmjax.workdir import WorkDir
+from test_cli import scalars
+
+DROPOUT_TYPES = [t for t in MODELS if has_dropout(t)]
+# at this learning rate the validation loss is lowest at step 20 and the test loss at step 10
+STEPS = dict(max_steps=20, eval_every=10, log_every=10, sample_every=0, learning_rate=1e-2)
+VAL = 20  # of write_words' 300 words: 30 test, 250 train, 20 validation
+
+
+class Drop(nn.Module):
+    @nn.compact
+    def __call__(self, x, rate):
+        return drop(self, x, rate)
+
+
+def test_dropout_is_inverted_dropout_at_a_traced_rate_one_per_member():
+    x = jax.random.normal(jax.random.PRNGKey(0), (400, 250))  # 100,000 elements
+    rates = jnp.array([0.0, 0.25, 0.5])
+    dropped = jax.jit(jax.vmap(lambda rate: Drop().apply({}, x, rate, rngs={"dropout": jax.random.PRNGKey(1)})))
+    out = np.asarray(dropped(rates))
+    np.testing.assert_array_equal(out[0], x)  # rate 0: x itself, bit for bit
+    for rate, out_r in zip([0.25, 0.5], out[1:]):
+        kept = out_r != 0
+        assert abs(kept.mean() - (1 - rate)) < 0.01  # 7 standard deviations of the fraction kept
+        # the kept elements scaled by 1 / (1 - rate), within float32's rounding (XLA multiplies by the inverse)
+        np.testing.assert_allclose(out_r[kept], np.asarray(x)[kept] / np.float32(1 - rate), rtol=2.5e-7, atol=0)
+    assert not np.array_equal(out[1] != 0, out[2] != 0)
+    assert Drop().apply({}, x, None) is x  # None: off, nothing computed
+
+
+@pytest.mark.parametrize("model_type", DROPOUT_TYPES)
+def test_training_at_rate_zero_is_the_evaluation_pass_bit_for_bit(model_type):
+    model = create_model(small_config(model_type), 11, 9)
+    idx_bt = jax.random.randint(jax.random.PRNGKey(1), (3, 9), 1, 11).at[:, 0].set(0)
+    variables = model.init(jax.random.PRNGKey(0), idx_bt)
+    rngs = {"dropout": jax.random.PRNGKey(2)}
+    # op by op: the formula's exactness, not XLA's fusion of two programs
+    logits = lambda rate: model.apply(variables, idx_bt, train=True, dropout=jnp.float32(rate), rngs=rngs)
+    evaluated = model.apply(variables, idx_bt)
+    np.testing.assert_array_equal(logits(0), evaluated)
+    assert np.abs(logits(0.3) - evaluated).max() > 1e-2  # every model drops in training
+
+
+def test_dropout_changes_the_training_loss_and_rate_zero_changes_nothing(words_file):
+    config = small_config("mlp")  # the cheapest to compile, twice (with and without dropout)
+    dataset = Dataset.from_words(read_words(words_file), config.seed)
+    x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
+
+    initial = jax.jit(functools.partial(trainer.create_train_state, config, dataset.vocab))(jax.random.PRNGKey(0))
+
+    def run(rate):  # from a copy of one state (its apply_fn, so one compilation for every traced rate)
+        state, losses = trainer.train_steps(jax.tree.map(jnp.copy, initial), x_nt, y_nt, rate, num_steps=10,
+                                            batch_size=32)
+        return jax.device_get((state.params, losses))
+
+    plain, zero, dropped, again = run(None), run(jnp.float32(0)), run(jnp.float32(0.2)), run(jnp.float32(0.2))
+    # the traced rate at 0 gives the run without dropout (makemore's), parameters bit for bit
+    jax.tree.map(np.testing.assert_array_equal, zero, plain)
+    assert np.isfinite(dropped[1]).all() and np.abs(dropped[1] - plain[1]).min() > 0
+    jax.tree.map(np.testing.assert_array_equal, dropped, again)  # the same seed, the same run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """MLPs (the cheapest to compile of the models with dropout) trained 20 steps on write_words' words with a
+    validation set: one with dropout 0.2, and a population sweeping dropout 0 and 0.2."""
+    d = tmp_path_factory.mktemp("regularisation")
+    words = write_words(d / "words.txt")
+    trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, dropout=0.2), d / "val", words,
+                               progress=False)
+    population.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, sweep="dropout=0,0.2"), d / "population",
+                                  words, progress=False)
+    return d
+
+
+def evaluations(path, **match):
+    return [m for m in WorkDir(path).metrics() if "test_loss" in m and all(m.get(k) == v for k, v in match.items())]
+
+
+def test_the_validation_split_is_carved_from_the_training_words(runs):
+    words = read_words(runs / "words.txt")
+    plain, val = Dataset.from_words(words, 3407), WorkDir(runs / "val").load_dataset()  # what the run recorded
+    assert plain.test_words == val.test_words and len(val.test_words) == 30  # makemore's test set, unchanged
+    assert len(val.val_words) == VAL and plain.val_words == []
+    assert val.train_words + val.val_words == plain.train_words  # the last VAL of its permuted training words
+    assert collections.Counter(val.train_words + val.val_words + val.test_words) == collections.Counter(words)
+    distinct = Dataset.from_words(sorted(set(words)), 3407, VAL)  # a word in two sets only if it repeats
+    assert not (set(distinct.val_words) & set(distinct.train_words) or set(distinct.val_words) & set(distinct.test_words))
+
+
+def test_the_work_dir_records_the_split_and_an_old_one_still_loads(runs, tmp_path):
+    workdir = WorkDir(runs / "val")
+    assert len(json.loads((runs / "val" / "dataset.json").read_text())["val_words"]) == VAL
+    old = json.loads((runs / "val" / "dataset.json").read_text())
+    del old["val_words"]
+    (tmp_path / "dataset.json").write_text(json.dumps(old))
+    assert WorkDir(tmp_path).load_dataset() == dataclasses.replace(workdir.load_dataset(), val_words=[])
+    # the words in file order, the permutation undone over train, validation and test
+    assert workdir.run_words() == read_words(runs / "words.txt")
+
+
+def test_the_best_checkpoint_is_chosen_on_the_validation_loss(runs):
+    evals = evaluations(runs / "val")
+    assert [m["step"] for m in evals] == [10, 20] and all("val_loss" in m for m in evals)
+    by_val, by_test = (min(evals, key=lambda m: m[name])["step"] for name in ("val_loss", "test_loss"))
+    assert by_val != by_test  # the two would choose differently: the validation loss chooses
+    assert int(mmjax.inference.load(runs / "val").state.step) == by_val
+    assert {tag for tag, _, _ in scalars(runs / "val")} == {"Loss/train", "Loss/val", "Loss/test"}
+
+
+def test_sampling_counts_validation_words_as_training_words(runs):
+    val_words = set(WorkDir(runs / "val").load_dataset().val_words)
+    samples = mmjax.sample(runs / "val", num_samples=2000)
+    seen = sorted(val_words.intersection(samples))
+    assert seen  # the tiny model draws some of its short words
+    report = sampling.report(seen, WorkDir(runs / "val").load_dataset())
+    assert f"{len(seen)} samples that are in train" in report and "novelty: 0.0%" in report
+    assert not val_words.intersection(mmjax.sample(runs / "val", num_samples=2000, new=True))
+
+
+def test_a_member_with_dropout_is_the_standalone_run_of_its_rate(runs):
+    ours, theirs = evaluations(runs / "population", member=1), evaluations(runs / "val")
+    assert [m["dropout"] for m in ours] == [0.2] * 2 and len(theirs) == 2
+    for a, b in zip(ours, theirs):
+        for name in ("train_loss", "val_loss", "test_loss"):
+            assert abs(a[name] - b[name]) < 1e-5, (name, a, b)
+    rate_0 = evaluations(runs / "population", member=0)
+    assert [m["dropout"] for m in rate_0] == [0.0] * 2 and rate_0[-1]["train_loss"] != ours[-1]["train_loss"]
+    best = WorkDir(runs / "population").restore(population.abstract_checkpoint(
+        WorkDir(runs / "population").load_config(), WorkDir(runs / "population").load_dataset().vocab))["best"]
+    for member in (0, 1):  # each member's best: its lowest validation loss
+        scores = {m["step"]: m["val_loss"] for m in evaluations(runs / "population", member=member)}
+        step = min(scores, key=scores.get)
+        assert int(best["step"][member]) == step and float(best["score"][member]) == pytest.approx(scores[step], abs=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dropout", "-0.1"], "dropout must be at least 0 and below 1, got -0.1"),
+    (["--val-size", "-1"], "val_size must not be negative, got -1"),
+    (["--val-size", "270"], "val_size must be at least 0 and below the 270 training words, got 270"),
+    (["--type", "mlp_bn", "--dropout", "0.1"], "the mlp_bn model has no dropout, got dropout 0.1: pass 0, or a type"),
+])
+def test_bad_values_are_one_line_errors_and_write_nothing(tmp_path, words_file, argv, message):
+    with pytest.raises(UserError, match=message):
+        train("-i", words_file, "-o", tmp_path / "out", *SMALL, *argv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_refuses_a_rate_of_1_and_a_resume_that_changes_the_split(runs, tmp_path, words_file):
+    assert_refused(run_command("train.py", "-i", words_file, "-o", tmp_path / "out", "--dropout", "1", *SMALL),
+                   "dropout must be at least 0 and below 1, got 1.0: pass a rate such as 0.1 (0: off)")
+    assert not (tmp_path / "out").exists()
+    # a swept rate is checked as each member's (through the API: the command would give this process a CPU
+    # device per core for the population)
+    with pytest.raises(UserError, match="dropout must be at least 0 and below 1, got 1.0"):
+        population.train_and_evaluate(small_config(sweep="dropout=0,1"), tmp_path / "out", words_file)
+    assert not (tmp_path / "out").exists()
+    metrics = (runs / "val" / "metrics.jsonl").read_bytes()
+    with pytest.raises(UserError, match=f"holds a run with val_size={VAL}, whose split is recorded, not val_size=5"):
+        train("-o", runs / "val", "--resume", "--val-size", "5", "--max-steps", "50")
+    assert (runs / "val" / "metrics.jsonl").read_bytes() == metrics
