@@ -45,8 +45,8 @@ def parse_sweep(text):
         field = field.strip().replace("-", "_")
         if field not in SWEEPABLE:
             raise UserError(f"cannot sweep {field!r}: the members share one compiled program, so only the "
-                            "optimiser's scalars, the dropout rate and the seed may differ (n_embd, n_layer, type, ... change shapes; "
-                            f"train separate runs for them): sweep one of {', '.join(SWEEPABLE)}")
+                            "optimiser's scalars, the dropout rate and the seed may differ (n_embd, n_layer, type, "
+                            f"... change shapes; train separate runs for them): sweep one of {', '.join(SWEEPABLE)}")
         kind = int if field == "seed" else float
         try:
             sweep[field] = [kind(v) for v in values.split(",")]
@@ -213,9 +213,9 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                  dynamic_ncols=True) as bar:
         while step < max_steps:
             num_steps = train.next_stop(step, config) - step
-            states, losses_sk = train_steps(states, x_nt, y_nt, dropout_k, num_steps=num_steps, batch_size=config.batch_size,
-                                            value_and_grad=value_and_grad, compute_dtype=config.compute_dtype,
-                                            spmd_axis=spmd_axis)
+            states, losses_sk = train_steps(states, x_nt, y_nt, dropout_k, num_steps=num_steps,
+                                            batch_size=config.batch_size, value_and_grad=value_and_grad,
+                                            compute_dtype=config.compute_dtype, spmd_axis=spmd_axis)
             step += num_steps
             losses_k = np.asarray(jax.device_get(losses_sk))[-1]
             signum = stop.requested()  # once per dispatch, by every process
