@@ -46,12 +46,13 @@ def fitted_model(name):
 @pytest.mark.parametrize("name, context", [("bigram_counts", 1), ("mlp_bn", 3), ("wavenet", 8)])
 def test_position_t_sees_exactly_the_last_context_tokens(name, context):
     model, variables = fitted_model(name)
+    apply = jax.jit(model.apply)  # one program for the three calls, not one per operation
     idx_bt = jax.random.randint(jax.random.PRNGKey(2), (2, T), 1, V - 1)
-    logits_btv = model.apply(variables, idx_bt)
+    logits_btv = apply(variables, idx_bt)
     t = T - 1
     oldest_seen, too_old = idx_bt.at[:, t - context + 1].add(1), idx_bt.at[:, :t - context + 1].add(1)
-    assert not np.allclose(model.apply(variables, oldest_seen)[:, t], logits_btv[:, t], atol=1e-4)
-    np.testing.assert_array_equal(model.apply(variables, too_old)[:, t], logits_btv[:, t])
+    assert not np.allclose(apply(variables, oldest_seen)[:, t], logits_btv[:, t], atol=1e-4)
+    np.testing.assert_array_equal(apply(variables, too_old)[:, t], logits_btv[:, t])
 
 
 
@@ -61,8 +62,9 @@ def test_initial_loss_is_near_uniform(name):
     vocab = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1)
     state = fresh_state(lecture_config(name), vocab, seed=0)
     x_bt, y_bt = names_batch(3, batch_size=64)
+    loss = jax.jit(loss_fn, static_argnames="train")  # one program, not one per operation
     for train in (False, True):  # running statistics, batch statistics
-        assert abs(float(loss_fn(state.params, state, x_bt, y_bt, train)[0]) - math.log(V)) < 0.05
+        assert abs(float(loss(state.params, state, x_bt, y_bt, train)[0]) - math.log(V)) < 0.05
 
 
 def test_parameter_counts_by_hand():
