@@ -6,8 +6,8 @@ interleaved rounds, medians; makemore's default sizes, batch 32, names.txt.
         [--steps 50] [--members vmap,map] [--devices 2] [--quick] [--json out.json]
 
 `speedup` = K x (ms/step alone) / (ms/step of the population): the population's throughput against K
-sequential runs (each alone on one device, as train.py runs one model). `--members map` runs the members one after another inside the program (jax.lax.map)
-instead of vmapping them. `--devices N` emulates N host devices on the CPU (XLA_FLAGS, set before jax
+sequential runs (each alone on one device, as train.py runs one model). `--members map` runs the members
+one after another inside the program (jax.lax.map) instead of vmapping them. `--devices N` emulates N host devices on the CPU (XLA_FLAGS, set before jax
 starts); the members are then sharded over the "pop" mesh axis.
 """
 

@@ -86,8 +86,9 @@ def main():
     print(f"{args.type}: train.py --max-steps {steps} takes {plain:.2f} s without samples, {sampled:.2f} s with a "
           f"line every {every} steps (medians of {rounds} alternating rounds): {extra:+.2f} s, "
           f"{extra / plain:+.2%}")
-    print(f"one sample line alone: {line:.2f} ms (median of {10 * rounds}; the first, compiling: {first:.0f} ms); beyond its {steps // every} lines the run "
-          f"paid {fixed:+.2f} s; a default {DEFAULT_STEPS:,}-step run ({default_plain:.0f} s at {step_ms:.2f} ms/step): "
+    print(f"one sample line alone: {line:.2f} ms (median of {10 * rounds}; the first, compiling: {first:.0f} ms); "
+          f"beyond its {steps // every} lines the run paid {fixed:+.2f} s; a default {DEFAULT_STEPS:,}-step run "
+          f"({default_plain:.0f} s at {step_ms:.2f} ms/step): "
           f"{default_run:+.2%}")
     print(json.dumps(figures))
     if args.json:

@@ -65,7 +65,10 @@ def python_on(devices, script, *argv, wait=True):
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     process = subprocess.Popen([sys.executable, "-c", SAVE_PARAMS + script, *map(str, argv)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    return subprocess.CompletedProcess(process.args, process.wait(timeout=300), *process.communicate()) if wait else process
+    if not wait:
+        return process
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +99,9 @@ def test_eight_devices_train_as_one(trained_on):
 
 
 def test_checkpoints_move_between_8_and_1_devices(trained_on, tmp_path):
-    restoring = {(saved_on, restored_on): python_on(restored_on, RESTORE, trained_on[saved_on], tmp_path / f"{saved_on}.npz",
-                                                    wait=False) for saved_on, restored_on in ((8, 1), (1, 8))}
+    restoring = {(saved_on, restored_on): python_on(restored_on, RESTORE, trained_on[saved_on],
+                                                    tmp_path / f"{saved_on}.npz", wait=False)
+                 for saved_on, restored_on in ((8, 1), (1, 8))}
     for (saved_on, _), process in restoring.items():
         assert process.wait(timeout=300) == 0, process.communicate()[1]
         trained, restored = np.load(trained_on[saved_on] / "trained.npz"), np.load(tmp_path / f"{saved_on}.npz")
