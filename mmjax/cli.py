@@ -157,10 +157,13 @@ def one_cpu_device_per_core(args):
     once). Not when the user set the CPU's device count, never for one model (its data would be split), and
     not once jax has started."""
     try:
-        saved = json.loads((pathlib.Path(args.work_dir) / "config.json").read_text()) if args.resume else {}
-    except (OSError, ValueError):  # no run there, or a damaged one: the resume says so
-        saved = {}
-    asked = args.population or args.sweep or saved.get("population") or saved.get("sweep")
+        if args.resume:
+            saved = json.loads((pathlib.Path(args.work_dir) / "config.json").read_text())
+            asked = args.population or args.sweep or saved.get("population") or saved.get("sweep")
+        else:  # the flags, or a --config file's fields
+            asked = population.is_population(resolve_config(args))
+    except (OSError, ValueError, UserError):  # no run there, a damaged one, or a bad flag: train_main says so
+        asked = False
     if asked and jax.config.jax_num_cpu_devices == -1 and "device_count" not in os.environ.get("XLA_FLAGS", ""):
         try:
             jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))

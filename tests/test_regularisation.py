@@ -21,7 +21,7 @@ from mmjax import train as trainer
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, read_words
 from mmjax.models import MODELS, create_model, has_dropout
-from mmjax.models.layers import drop
+from mmjax.models.layers import drop, hashed_bits
 from mmjax.workdir import WorkDir
 from test_cli import scalars
 
@@ -49,6 +49,15 @@ def test_dropout_is_inverted_dropout_at_a_traced_rate_one_per_member():
         # the kept elements scaled by 1 / (1 - rate), within float32's rounding (XLA multiplies by the inverse)
         np.testing.assert_allclose(out_r[kept], np.asarray(x)[kept] / np.float32(1 - rate), rtol=2.5e-7, atol=0)
     assert not np.array_equal(out[1] != 0, out[2] != 0)
+    # the hashed masks (layers.hashed_bits) are independent of their neighbours and across keys: at rate 0.5
+    # two independent masks agree on half the elements (0.5 +- 0.0016 is one standard deviation here)
+    kept = out[2] != 0
+    other = np.asarray(Drop().apply({}, x, 0.5, rngs={"dropout": jax.random.PRNGKey(2)})) != 0
+    for a, b in [(kept[:, 1:], kept[:, :-1]), (kept[1:], kept[:-1]), (kept, other)]:
+        assert abs((a == b).mean() - 0.5) < 0.01
+    bits = np.asarray(hashed_bits(jax.random.PRNGKey(3), (1 << 16,)))
+    counts = np.bincount(bits >> 24, minlength=256)  # the top byte: 256 cells of 256 expected
+    assert ((counts - 256) ** 2 / 256).sum() < 350  # chi-square, 255 degrees of freedom: p ~ 1e-4
     assert Drop().apply({}, x, None) is x  # None: off, nothing computed
 
 

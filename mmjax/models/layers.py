@@ -1,5 +1,7 @@
 """Flax layers initialised as PyTorch initialises them, so training curves match makemore.py's."""
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -47,8 +49,23 @@ def drop(module, x, rate):
     value here, one per model under vmap."""
     if rate is None:
         return x
-    keep = jax.random.bernoulli(module.make_rng("dropout"), 1 - rate, x.shape)
+    threshold = (jnp.asarray(rate, jnp.float32) * 2.0**32).astype(jnp.uint32)
+    keep = hashed_bits(module.make_rng("dropout"), x.shape) >= threshold
     return jnp.where(keep, x / jnp.asarray(1 - rate, x.dtype), 0).astype(x.dtype)
+
+
+def hashed_bits(key, shape):
+    """Uniform uint32 bits for dropout masks: MurmurHash3's finaliser, twice, of each element's index under
+    two 32-bit words drawn from `key`. jax.random's threefry costs 3.1 ms of a 13 ms Transformer step on CPU
+    (its 20 rounds per word); this costs 0.4 ms, and a mask needs no cryptographic strength."""
+    k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
+    return fmix32(fmix32(jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape) + k0) ^ k1)
+
+
+def fmix32(h):
+    h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+    h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
 
 
 def restart(carry, start, pos_b):
