@@ -76,6 +76,11 @@ def base_config():
     return config
 
 
+def split_seed(config):
+    """The train/test split's seed: split_seed, or the run's seed when it is None (makemore's one seed)."""
+    return config.seed if config.split_seed is None else config.split_seed
+
+
 def checked(config, source):
     """The config, checked and locked; a field base_config() does not have is a UserError."""
     unknown = sorted(set(config) - set(base_config()))

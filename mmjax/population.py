@@ -70,7 +70,7 @@ def members(config):
 def member_configs(config):
     """Each member's standalone config: the run that it equals (its seed and hyper-parameters, the split's seed)."""
     return [config_lib.override(config.copy_and_resolve_references(),
-                                {**member, "split_seed": train.split_seed(config), "population": 0, "sweep": ""})
+                                {**member, "split_seed": config_lib.split_seed(config), "population": 0, "sweep": ""})
             for member in members(config)]
 
 

@@ -12,6 +12,7 @@ from flax.training import train_state
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mmjax import config as config_lib
 from mmjax import input_pipeline, losses, optimizers, sampling, stopping
 from mmjax.errors import NonFiniteLossError, UserError
 from mmjax.models import create_model, model_fields
@@ -139,10 +140,6 @@ def mismatched_field(saved, config):
     return next((f for f in ["type", *model_fields(saved.type)] if config[f] != saved[f]), None)
 
 
-def split_seed(config):
-    return config.seed if config.split_seed is None else config.split_seed
-
-
 def new_run(config, workdir, input_file, encoding, max_word_length):
     """The state and dataset of a new run on `input_file` (None: the embedded names), recorded in `workdir`."""
     dataset = new_dataset(config, workdir, input_file, encoding, max_word_length)
@@ -153,7 +150,7 @@ def new_dataset(config, workdir, input_file, encoding, max_word_length):
     """The words of `input_file` (None: the embedded names), split, and recorded in `workdir` with `config`."""
     path = input_file or input_pipeline.default_words_path()
     words = input_pipeline.read_words(path, encoding, config.dedupe, max_word_length)
-    dataset = input_pipeline.Dataset.from_words(words, split_seed(config), config.val_size)
+    dataset = input_pipeline.Dataset.from_words(words, config_lib.split_seed(config), config.val_size)
     create_model(config, dataset.vocab.size, dataset.vocab.block_size)  # refuses bad sizes before anything is written
     data_parallel(config.batch_size)  # a batch that does not divide over the devices is refused before writing
     workdir.create(config, dataset)

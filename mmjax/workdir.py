@@ -23,7 +23,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from mmjax.config import base_config, checked
+from mmjax.config import base_config, checked, split_seed
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, Vocab, read_words, torch_randperm
 
@@ -146,10 +146,10 @@ class WorkDir:
     def run_words(self):
         """The run's words in their file order, from dataset.json: the train, validation and test words are
         the words permuted by makemore's seeded permutation, which is undone here."""
-        dataset, seed = self.load_dataset(), self.load_config().seed
+        dataset = self.load_dataset()
         permuted = dataset.train_words + dataset.val_words + dataset.test_words
         words = [None] * len(permuted)
-        for i, j in enumerate(torch_randperm(len(permuted), seed)):
+        for i, j in enumerate(torch_randperm(len(permuted), split_seed(self.load_config()))):
             words[j] = permuted[i]
         return words
 

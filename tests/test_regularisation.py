@@ -130,6 +130,11 @@ def test_the_work_dir_records_the_split_and_an_old_one_still_loads(runs, tmp_pat
     assert WorkDir(tmp_path).load_dataset() == dataclasses.replace(workdir.load_dataset(), val_words=[])
     # the words in file order, the permutation undone over train, validation and test
     assert workdir.run_words() == read_words(runs / "words.txt")
+    # ... by the split's own seed when the run's seed differs (--split-seed)
+    config = json.loads((runs / "val" / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "seed": 1, "split_seed": 3407}))
+    (tmp_path / "dataset.json").write_text((runs / "val" / "dataset.json").read_text())
+    assert WorkDir(tmp_path).run_words() == read_words(runs / "words.txt")
 
 
 def test_the_best_checkpoint_is_chosen_on_the_validation_loss(runs):
