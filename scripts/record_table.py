@@ -10,7 +10,6 @@ on the validation and test words. Minutes: from config.json's time to the last c
 rows; with --csv, appends them (the header once).
 """
 
-import argparse
 import csv
 import pathlib
 import sys
@@ -18,6 +17,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from mmjax import population, train  # noqa: E402
+from mmjax.errors import Parser, UserError, run  # noqa: E402
 from mmjax.workdir import WorkDir  # noqa: E402
 
 SETTINGS = ["type", "n_layer", "n_head", "n_embd", "batch_size", "learning_rate", "dropout", "weight_decay",
@@ -51,7 +51,7 @@ def rows(path):
     workdir = WorkDir(path, read_only=True)
     config, metrics = workdir.load_config(), workdir.metrics()
     if "val_loss" not in next((m for m in metrics if "test_loss" in m), {}):
-        sys.exit(f"error: {path} has no validation set, so nothing was chosen on one: train with --val-size")
+        raise UserError(f"{path} has no validation set, so nothing was chosen on one: train with --val-size")
     common = dict(run=workdir.path.name, minutes=f"{minutes(workdir):.1f}")
     if not population.is_population(config):
         pick = chosen([m for m in metrics if "val_loss" in m])
@@ -69,24 +69,23 @@ def rows(path):
            "val_loss": f"{val:.4f}", "test_loss": f"{test:.4f}"}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("work_dirs", nargs="+")
-    parser.add_argument("--csv", help="append the rows to this CSV file")
-    args = parser.parse_args()
+def main(args):
     table = [row for path in args.work_dirs for row in rows(path)]
-    writer = csv.DictWriter(sys.stdout, FIELDS)
+    writer = csv.DictWriter(sys.stdout, FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
     if args.csv:
         path = pathlib.Path(args.csv)
         new = not path.exists()
         with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, FIELDS)
+            writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
             if new:
                 writer.writeheader()
             writer.writerows(table)
 
 
 if __name__ == "__main__":
-    main()
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("work_dirs", nargs="+")
+    parser.add_argument("--csv", help="append the rows to this CSV file")
+    run(main, parser)

@@ -3,8 +3,10 @@ default and then makemore's numbers exactly; the validation split, and the best 
 their flags' one-line errors. (The schedules' learning rates are test_library.py's.)"""
 
 import collections
+import csv
 import dataclasses
 import functools
+import io
 import json
 
 import flax.linen as nn
@@ -170,6 +172,33 @@ def test_a_member_with_dropout_is_the_standalone_run_of_its_rate(runs):
         scores = {m["step"]: m["val_loss"] for m in evaluations(runs / "population", member=member)}
         step = min(scores, key=scores.get)
         assert int(best["step"][member]) == step and float(best["score"][member]) == pytest.approx(scores[step], abs=1e-6)
+
+
+def test_the_record_table_reads_test_where_validation_chose(runs, tmp_path):
+    """scripts/record_table.py: per model the evaluation with the lowest val_loss, its test_loss; a population's
+    ensemble of best checkpoints (here all at the last step, so the ensemble the run logged there)."""
+    status, out, err = run_command("scripts/record_table.py", runs / "val", runs / "population", "--csv",
+                                   tmp_path / "runs.csv")
+    assert status == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert (tmp_path / "runs.csv").read_text() == out
+    assert [(r["run"], r["member"], r["dropout"]) for r in rows] == [
+        ("val", "", "0.2"), ("population", "0", "0.0"), ("population", "1", "0.2"), ("population", "ensemble", "all")]
+    for row, evals in zip(rows, [evaluations(runs / "val"), *(evaluations(runs / "population", member=i) for i in (0, 1))]):
+        chosen = min(evals, key=lambda m: m["val_loss"])
+        assert (int(row["best_step"]), row["val_loss"], row["test_loss"]) == (
+            chosen["step"], f"{chosen['val_loss']:.4f}", f"{chosen['test_loss']:.4f}")
+    assert [row["best_step"] for row in rows[1:3]] == ["20", "20"]
+    logged = [m for m in WorkDir(runs / "population").metrics() if "ensemble_val_loss" in m][-1]
+    assert (rows[3]["val_loss"], rows[3]["test_loss"]) == (
+        f"{logged['ensemble_val_loss']:.4f}", f"{logged['ensemble_test_loss']:.4f}")
+    # a run without a validation set chose on the test set: not a row of the record's table
+    (tmp_path / "no_val").mkdir()
+    (tmp_path / "no_val" / "config.json").write_text((runs / "val" / "config.json").read_text())
+    (tmp_path / "no_val" / "metrics.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in m.items() if k != "val_loss"}) + "\n" for m in WorkDir(runs / "val").metrics()))
+    assert_refused(run_command("scripts/record_table.py", tmp_path / "no_val"),
+                   f"{tmp_path / 'no_val'} has no validation set, so nothing was chosen on one: train with --val-size")
 
 
 @pytest.mark.parametrize("argv, message", [

