@@ -28,12 +28,17 @@ class TrainState(train_state.TrainState):
 
 def create_train_state(config, vocab, key):
     """A fresh state: the model initialised from `key`, which also seeds the batches. Pure in `key`, so
-    `jax.vmap` over keys makes many."""
-    model = create_model(config, vocab.size, vocab.block_size)
-    init_key, data_key = jax.random.split(key)
-    variables = model.init(init_key, jnp.zeros((1, vocab.block_size), jnp.int32))
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=optimizers.make_optimizer(config),
-                             rng=data_key, batch_stats=variables.get("batch_stats", {}))
+    `jax.vmap` over keys makes many. Compiled as one program: run op by op, a Transformer's initialisation
+    compiles about a hundred single operations (seconds in every train.py and sample.py)."""
+    model, tx = create_model(config, vocab.size, vocab.block_size), optimizers.make_optimizer(config)
+
+    def create(key):
+        init_key, data_key = jax.random.split(key)
+        variables = model.init(init_key, jnp.zeros((1, vocab.block_size), jnp.int32))
+        return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx, rng=data_key,
+                                 batch_stats=variables.get("batch_stats", {}))
+
+    return jax.jit(create)(key)
 
 
 def data_parallel(batch_size):

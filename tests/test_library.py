@@ -85,8 +85,9 @@ def test_hyperparameters_live_in_the_optimiser_state_one_per_model_under_vmap():
     vocab = Dataset.from_words(["abc", "bca", "cab"], seed=0).vocab
     config = get_config("mlp", **TINY)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    states = jax.vmap(lambda key: create_train_state(config, vocab, key))(keys)
-    alone = create_train_state(config, vocab, keys[1])
+    # compiled: op by op, the vmapped initialisation and update take a minute of single-operation compilations
+    states = jax.jit(jax.vmap(lambda key: create_train_state(config, vocab, key)))(keys)
+    alone = jax.jit(lambda key: create_train_state(config, vocab, key))(keys[1])
     jax.tree.map(lambda s, a: np.testing.assert_array_equal(s[1], a), states.params, alone.params)
     learning_rates = np.array([1e-3, 1e-2, 1e-1], np.float32)
     hyperparams = optimizers.hyperparams(states.opt_state)
@@ -96,7 +97,7 @@ def test_hyperparameters_live_in_the_optimiser_state_one_per_model_under_vmap():
     def update(opt_state, grads, params):
         return optax.apply_updates(params, states.tx.update(grads, opt_state, params)[0])
 
-    params = jax.vmap(update)(states.opt_state, grads, states.params)
+    params = jax.jit(jax.vmap(update))(states.opt_state, grads, states.params)
     steps = jax.tree.leaves(jax.tree.map(lambda new, old: np.abs(new - old).max(axis=tuple(range(1, new.ndim))),
                                          params, states.params))[0]
     # AdamW's first step moves every weight by about the learning rate (plus lr * wd * w)

@@ -51,8 +51,9 @@ def test_logits_loss_and_gradients_match_pytorch(model_type):
     idx, targets, x_bt, y_bt = batch(0)
     logits_ref, loss_ref = reference(idx, targets)
     loss_ref.backward()
-    np.testing.assert_allclose(model.apply(variables, x_bt), logits_ref.detach().numpy(), atol=1e-5)
-    loss, grads = jax.value_and_grad(mean_nll(model))(variables["params"], x_bt, y_bt)
+    # compiled, as training runs them (op by op, the Transformer's takes 240 compilations of single operations)
+    np.testing.assert_allclose(jax.jit(model.apply)(variables, x_bt), logits_ref.detach().numpy(), atol=1e-5)
+    loss, grads = jax.jit(jax.value_and_grad(mean_nll(model)))(variables["params"], x_bt, y_bt)
     assert float(loss) == pytest.approx(loss_ref.item(), abs=1e-6)
     grads = interop.to_makemore(model_type, {"params": grads})
     named = dict(reference.named_parameters())
@@ -70,14 +71,18 @@ def test_twenty_adamw_steps_match_pytorch(model_type):
     optimizer = torch.optim.AdamW(reference.parameters(), lr=5e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
     tx = make_optimizer(base_config())
     params, opt_state = variables["params"], tx.init(variables["params"])
-    grad_fn = jax.jit(jax.grad(mean_nll(model)))
+
+    @jax.jit
+    def adamw_step(params, opt_state, x_bt, y_bt):
+        updates, opt_state = tx.update(jax.grad(mean_nll(model))(params, x_bt, y_bt), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
     for step in range(20):
         idx, targets, x_bt, y_bt = batch(step)
         optimizer.zero_grad()
         reference(idx, targets)[1].backward()
         optimizer.step()
-        updates, opt_state = tx.update(grad_fn(params, x_bt, y_bt), opt_state, params)
-        params = optax.apply_updates(params, updates)
+        params, opt_state = adamw_step(params, opt_state, x_bt, y_bt)
     got = interop.to_makemore(model_type, {"params": params})
     for name, p in reference.named_parameters():
         want = p.detach().numpy().copy()
@@ -92,4 +97,4 @@ def test_lstm_is_torchs_lstm_cell_in_the_rnn_frame():
     reference = reference_model("lstm")
     model, variables = interop.from_makemore(reference.state_dict(), "lstm", block_size=T)
     idx, _, x_bt, _ = batch(1)
-    np.testing.assert_allclose(model.apply(variables, x_bt), reference(idx)[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(jax.jit(model.apply)(variables, x_bt), reference(idx)[0].detach().numpy(), atol=1e-5)
