@@ -156,19 +156,23 @@ def one_cpu_device_per_core(args):
     operations on about one core, and members sharded over devices keep them all busy (README: Many models at
     once). Not when the user set the CPU's device count, never for one model (its data would be split), and
     not once jax has started."""
-    try:
-        if args.resume:
-            saved = json.loads((pathlib.Path(args.work_dir) / "config.json").read_text())
-            asked = args.population or args.sweep or saved.get("population") or saved.get("sweep")
-        else:  # the flags, or a --config file's fields
-            asked = population.is_population(resolve_config(args))
-    except (OSError, ValueError, UserError):  # no run there, a damaged one, or a bad flag: train_main says so
-        asked = False
-    if asked and jax.config.jax_num_cpu_devices == -1 and "device_count" not in os.environ.get("XLA_FLAGS", ""):
+    if trains_a_population(args) and jax.config.jax_num_cpu_devices == -1 \
+            and "device_count" not in os.environ.get("XLA_FLAGS", ""):
         try:
             jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
         except RuntimeError:  # the backend has started
             pass
+
+
+def trains_a_population(args):
+    """Whether the command trains a population: by its flags, its --config file, or (resuming) its work dir."""
+    try:
+        if args.resume:
+            saved = json.loads((pathlib.Path(args.work_dir) / "config.json").read_text())
+            return bool(args.population or args.sweep or saved.get("population") or saved.get("sweep"))
+        return population.is_population(resolve_config(args))
+    except (OSError, ValueError, UserError):  # no run there, a damaged one, or a bad flag: train_main says so
+        return False
 
 
 def train_main(args, whole_process=False):

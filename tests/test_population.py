@@ -191,8 +191,8 @@ def test_the_command_gives_a_population_a_cpu_device_per_core(tmp_path, words_fi
     (as many as divide K), here on a resume (the work dir says it is a population) and on a new run whose
     --config file makes it one; a user's device count is kept."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    command = lambda *argv, env=env, out="pop": subprocess.run(
-        [sys.executable, "-m", "mmjax", "train", "-o", str(tmp_path / out), *map(str, argv)],
+    command = lambda *argv, env=env: subprocess.run(
+        [sys.executable, "-m", "mmjax", "train", "-o", str(tmp_path / "pop"), *map(str, argv)],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     devices = math.gcd(2, len(os.sched_getaffinity(0)))
     spread = f"population: 2 members on {devices} cpu device{'s' * (devices > 1)}, {2 // devices} on each"
@@ -201,11 +201,12 @@ def test_the_command_gives_a_population_a_cpu_device_per_core(tmp_path, words_fi
     assert new.returncode == 0 and "population: 2 members on 1 cpu device, 2 on each" in new.stdout, new.stderr
     resumed = command("--resume", "--max-steps", 30)  # a population, as its work dir's config says
     assert resumed.returncode == 0 and spread in resumed.stdout.splitlines(), resumed.stderr
+    # the same decision for a population that only the --config file makes one
     config_file = tmp_path / "sweep.py"
-    config_file.write_text("import mmjax\n\ndef get_config():\n    return mmjax.get_config("
-                           f"'mlp', **{SMALL['mlp']!r}, max_steps=10, log_every=10, sweep='learning_rate=1e-3,2e-3')\n")
-    swept = command("-i", words_file, "--config", config_file, "--no-progress", out="swept")
-    assert swept.returncode == 0 and spread in swept.stdout.splitlines(), swept.stderr
+    config_file.write_text("import mmjax\n\ndef get_config():\n    return mmjax.get_config('mlp', sweep='seed=1,2')\n")
+    asks = lambda *argv: cli.trains_a_population(cli.train_parser().parse_args(["-o", str(tmp_path / "new"), *argv]))
+    assert asks("--config", str(config_file)) and asks("--population", "2") and not asks("--type", "mlp")
+    assert not asks("--config", str(tmp_path / "absent.py"))  # the error is train_main's to give
 
 
 def test_ensemble_loss_is_the_nll_of_the_averaged_probabilities(words_file):
