@@ -39,9 +39,9 @@ def names_dataset(input_file):
     return input_pipeline.Dataset.from_words(input_pipeline.read_words(path), seed=3407)
 
 
-def mmjax_timer(model_type, dataset, steps, sizes, one_device=False):
+def mmjax_timer(model_type, dataset, steps, sizes, one_device=False, dropout=None):
     """A function that runs `steps` compiled train steps and returns ms/step; on every device as train.py
-    runs (data parallel), or `one_device`: on the first alone."""
+    runs (data parallel), or `one_device`: on the first alone; with `dropout`, at that rate."""
     config = get_config(model_type, **sizes)
     state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     words = dataset.vocab.encode_words(dataset.train_words)
@@ -49,11 +49,12 @@ def mmjax_timer(model_type, dataset, steps, sizes, one_device=False):
         (state, (x_nt, y_nt)), batch_sharding = jax.device_put((state, words), jax.devices()[0]), None
     else:
         state, (x_nt, y_nt), batch_sharding = train.to_devices(state, words, config.batch_size)
+    rate = None if dropout is None else jax.numpy.float32(dropout)
 
     def run():
         nonlocal state
         start = time.perf_counter()
-        state, losses = train.train_steps(state, x_nt, y_nt, num_steps=steps, batch_size=config.batch_size,
+        state, losses = train.train_steps(state, x_nt, y_nt, rate, num_steps=steps, batch_size=config.batch_size,
                                           batch_sharding=batch_sharding)
         losses.block_until_ready()
         return (time.perf_counter() - start) * 1000 / steps
@@ -137,6 +138,8 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: few steps, one round, tiny models, no DataLoader workers")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--dropout", type=float,
+                        help="also time mmjax at this dropout rate (mmjax_dropout_ms, and its cost over none)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     dataset = names_dataset(args.input_file)
@@ -152,6 +155,8 @@ def main():
     rows = []
     for model_type in args.types.split(","):
         timers = {"mmjax": mmjax_timer(model_type, dataset, steps, sizes)}
+        if args.dropout is not None:
+            timers["mmjax_dropout"] = mmjax_timer(model_type, dataset, steps, sizes, dropout=args.dropout)
         if have_torch:
             for loader in ("makemore", "tensors"):
                 timers[f"torch_{loader}"] = torch_timer(model_type, dataset, steps, loader, sizes,
@@ -166,8 +171,12 @@ def main():
         row = {"type": model_type, "device": str(jax.devices()[0]), "devices": jax.device_count(),
                **{f"{name}_ms": statistics.median(t) for name, t in times.items()}}
         for name in timers:
-            if name != "mmjax":
+            if name.startswith("torch"):
                 row[f"ratio_vs_{name}"] = row["mmjax_ms"] / row[f"{name}_ms"]
+        if args.dropout is not None:
+            row["dropout"], row["dropout_cost"] = args.dropout, row["mmjax_dropout_ms"] / row["mmjax_ms"] - 1
+            print(f"{model_type}: dropout {args.dropout:g} costs {100 * row['dropout_cost']:+.1f}% per step "
+                  f"({row['mmjax_dropout_ms']:.3f} against {row['mmjax_ms']:.3f} ms)")
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| model | mmjax ms/step | makemore loop, eager | ratio (goal) | makemore loop, torch.compile | ratio "

@@ -6,8 +6,9 @@ chosen on its validation set, with the test loss read where validation chose.
 Each work dir gives one row per model (a single run, or each member of a population): the evaluation with
 the lowest val_loss, and that evaluation's val_loss and test_loss. A population adds its ensemble: the
 mixture of every member's best-by-validation checkpoint (what `sample.py --ensemble` samples), scored here
-on the validation and test words. Minutes: from config.json's time to the last checkpoint's. Prints the
-rows; with --csv, appends them (the header once).
+on the validation and test words. Steps: those trained (fewer than max_steps for a run stopped early);
+minutes: from config.json's time to the last checkpoint's. Prints the rows; with --csv, appends them (the
+header once).
 """
 
 import csv
@@ -22,7 +23,7 @@ from mmjax.workdir import WorkDir  # noqa: E402
 
 SETTINGS = ["type", "n_layer", "n_head", "n_embd", "batch_size", "learning_rate", "dropout", "weight_decay",
             "lr_schedule", "warmup_steps", "lr_decay_factor", "max_steps", "seed"]
-FIELDS = ["run", "member", *SETTINGS, "best_step", "val_loss", "test_loss", "minutes"]
+FIELDS = ["run", "member", *SETTINGS, "steps", "best_step", "val_loss", "test_loss", "minutes"]
 
 
 def minutes(workdir):
@@ -52,7 +53,8 @@ def rows(path):
     config, metrics = workdir.load_config(), workdir.metrics()
     if "val_loss" not in next((m for m in metrics if "test_loss" in m), {}):
         raise UserError(f"{path} has no validation set, so nothing was chosen on one: train with --val-size")
-    common = dict(run=workdir.path.name, minutes=f"{minutes(workdir):.1f}")
+    # steps: those trained (below max_steps for a run stopped early)
+    common = dict(run=workdir.path.name, steps=metrics[-1]["step"], minutes=f"{minutes(workdir):.1f}")
     if not population.is_population(config):
         pick = chosen([m for m in metrics if "val_loss" in m])
         yield {**common, "member": "", **{k: config[k] for k in SETTINGS}, "best_step": pick["step"],

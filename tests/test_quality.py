@@ -1,5 +1,5 @@
-"""The long quality runs on names.txt (pytest -m slow; CI runs the fast versions in test_zoo_cli.py
-and test_train.py). Targets from the issues; makemore.py's own figures in reference.md."""
+"""The long quality runs on names.txt (pytest -m slow; CI runs the fast versions in test_zoo_cli.py,
+test_train.py and test_regularisation.py). Targets from the issues; makemore.py's own figures in reference.md."""
 
 import json
 
@@ -31,3 +31,16 @@ def test_neural_bigram_lands_within_0_01_of_the_counted_one(names_file, tmp_path
     counted = final_test_loss("bigram_counts", names_file, tmp_path / "counts")["test_loss"]
     neural = final_test_loss("bigram", names_file, tmp_path / "neural")["test_loss"]
     assert abs(neural - counted) < 0.01
+
+
+# configs/names_best.py's figure in README "Results": the test loss where validation chose (issue 15's protocol)
+NAMES_BEST = NAMES_BEST_FIGURE
+
+
+@pytest.mark.slow
+def test_names_best_reproduces_its_figure(names_file, tmp_path):
+    cli.train_main(cli.train_parser().parse_args(["-i", str(names_file), "-o", str(tmp_path / "best"), "--config",
+                                                  str(ROOT / "configs" / "names_best.py"), "--no-progress"]))
+    evaluations = [json.loads(l) for l in (tmp_path / "best" / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    chosen = min(evaluations, key=lambda m: m["val_loss"])
+    assert abs(chosen["test_loss"] - NAMES_BEST) <= 0.005

@@ -201,6 +201,23 @@ def test_the_record_table_reads_test_where_validation_chose(runs, tmp_path):
                    f"{tmp_path / 'no_val'} has no validation set, so nothing was chosen on one: train with --val-size")
 
 
+def test_the_record_configs_follow_the_protocol_and_train(tmp_path, words_file):
+    """configs/names_best.py and the record's runs (docs/record/*.py) choose on 1,000 validation words with
+    makemore's split seed; names_best trains (10 steps here, on 250 small words) and is chosen on validation."""
+    from conftest import ROOT
+    from mmjax.config import load_config
+
+    best = load_config(ROOT / "configs" / "names_best.py")
+    runs = [load_config(path) for path in sorted((ROOT / "docs" / "record").glob("*.py"))]
+    assert len(runs) >= 3 and any(population.is_population(c) for c in runs)
+    for config in [best, *runs]:
+        assert config.val_size == 1000 and config.seed == 3407 and config.split_seed is None
+    assert not population.is_population(best) and best.dropout > 0
+    train("-i", words_file, "-o", tmp_path / "best", "--config", ROOT / "configs" / "names_best.py",
+          "--max-steps", 10, "--val-size", 20, "--eval-every", 10, "--no-progress")
+    assert [("val_loss" in m, m["step"]) for m in evaluations(tmp_path / "best")] == [(True, 10)]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--dropout", "-0.1"], "dropout must be at least 0 and below 1, got -0.1"),
     (["--val-size", "-1"], "val_size must not be negative, got -1"),

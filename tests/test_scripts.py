@@ -17,13 +17,15 @@ def run_script(*argv):
 
 
 def test_bench_train_quick(names_file, tmp_path):
-    """Each timer runs once, tiny: mmjax, makemore's loop fed by its DataLoader, on tensors, torch.compile."""
+    """Each timer runs once, tiny: mmjax (and at dropout 0.1), makemore's loop fed by its DataLoader, on tensors,
+    torch.compile."""
     pytest.importorskip("torch")
-    run_script("scripts/bench_train.py", "-i", names_file, "--quick", "--types", "transformer",
+    run_script("scripts/bench_train.py", "-i", names_file, "--quick", "--types", "transformer", "--dropout", 0.1,
                "--json", tmp_path / "bench.json")
     [row] = json.loads((tmp_path / "bench.json").read_text())
-    timers = ("mmjax_ms", "torch_makemore_ms", "torch_tensors_ms", "torch_compile_ms")
-    assert row["type"] == "transformer" and all(row[t] > 0 for t in timers)
+    timers = ("mmjax_ms", "mmjax_dropout_ms", "torch_makemore_ms", "torch_tensors_ms", "torch_compile_ms")
+    assert row["type"] == "transformer" and all(row[t] > 0 for t in timers) and row["dropout"] == 0.1
+    assert row["dropout_cost"] == row["mmjax_dropout_ms"] / row["mmjax_ms"] - 1
 
 
 def test_zoo_table(names_file, tmp_path):
