@@ -203,7 +203,7 @@ def test_the_record_table_reads_test_where_validation_chose(runs, tmp_path):
 
 def test_the_record_configs_follow_the_protocol_and_train(tmp_path, words_file):
     """configs/names_best.py and the record's runs (docs/record/*.py) choose on 1,000 validation words with
-    makemore's split seed; names_best trains (10 steps here, on 250 small words) and is chosen on validation."""
+    makemore's split seed; names_best trains (10 steps here, small, on 250 small words) and is chosen on validation."""
     from conftest import ROOT
     from mmjax.config import load_config
 
@@ -213,8 +213,8 @@ def test_the_record_configs_follow_the_protocol_and_train(tmp_path, words_file):
     for config in [best, *runs]:
         assert config.val_size == 1000 and config.seed == 3407 and config.split_seed is None
     assert not population.is_population(best) and best.dropout > 0
-    train("-i", words_file, "-o", tmp_path / "best", "--config", ROOT / "configs" / "names_best.py",
-          "--max-steps", 10, "--val-size", 20, "--eval-every", 10, "--no-progress")
+    train("-i", words_file, "-o", tmp_path / "best", "--config", ROOT / "configs" / "names_best.py", *SMALL,
+          "--max-steps", 10, "--val-size", 20, "--eval-every", 10)
     assert [("val_loss" in m, m["step"]) for m in evaluations(tmp_path / "best")] == [(True, 10)]
 
 
