@@ -10,6 +10,7 @@ Names map one to one: the flax path `h_0/attn/c_attn/kernel` is makemore's
 torch is needed only to read or write model.pt and for `compare`.
 """
 
+import functools
 import re
 
 import flax
@@ -228,7 +229,8 @@ def compare_main(args):
         module.register_forward_hook(lambda m, i, out, name=name: None if name in outputs else outputs.update({name: out}))
     with torch.no_grad():
         logits_ref, loss_ref = reference(torch.from_numpy(x_nt).long(), torch.from_numpy(y_nt).long())
-    logits, captured = model.apply(variables, jnp.asarray(x_nt), capture_intermediates=True, mutable=["intermediates"])
+    forward = jax.jit(functools.partial(model.apply, capture_intermediates=True, mutable=["intermediates"]))
+    logits, captured = forward(variables, jnp.asarray(x_nt))  # one program, not one per operation
     rows = []
     # a module's last captured output is its outermost call's (RowsDense records its inner Dense call first)
     for path, (*_, out) in flax.traverse_util.flatten_dict(captured["intermediates"]).items():

@@ -30,16 +30,19 @@ def small_config(model_type):
 @pytest.fixture(scope="module", params=TYPES)
 def randomised(request):
     """A small model of each type with random values in every variable (some start at zeros, which
-    would hide mistakes), BatchNorm variances and counts positive."""
+    would hide mistakes), BatchNorm variances and counts positive. Its forward pass jitted (one program, not
+    one per operation)."""
     model = create_model(small_config(request.param), V, T)
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))
 
     def randomise(path, x):
         key = jax.random.PRNGKey(zlib.crc32(jax.tree_util.keystr(path).encode()))
         noise = jax.random.normal(key, x.shape) * 0.5
         return jnp.abs(noise) + 0.5 if path[-1].key in ("var", "counts") else noise
 
-    return model, jax.tree_util.tree_map_with_path(randomise, variables)
+    init = jax.jit(lambda: jax.tree_util.tree_map_with_path(
+        randomise, model.init(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))))
+    variables = init()
+    return model, variables, jax.jit(model.apply)
 
 
 def tokens(seed, batch=3):
@@ -47,18 +50,18 @@ def tokens(seed, batch=3):
 
 
 def test_logits_have_one_row_per_position(randomised):
-    model, variables = randomised
-    assert model.apply(variables, tokens(1)).shape == (3, T, V)
-    assert model.apply(variables, tokens(1)[:, :5]).shape == (3, 5, V)  # shorter than block_size too
+    _, variables, forward = randomised
+    assert forward(variables, tokens(1)).shape == (3, T, V)
+    assert forward(variables, tokens(1)[:, :5]).shape == (3, 5, V)  # shorter than block_size too
 
 
 def test_future_tokens_never_change_past_logits(randomised):
-    model, variables = randomised
+    _, variables, forward = randomised
     idx_bt = tokens(2)
-    logits_btv = model.apply(variables, idx_bt)
+    logits_btv = forward(variables, idx_bt)
     for t in (0, 4, T - 2):
         changed_bt = idx_bt.at[:, t + 1:].set(idx_bt[:, t + 1:] % (V - 1) + 1)
-        changed_btv = model.apply(variables, changed_bt)
+        changed_btv = forward(variables, changed_bt)
         np.testing.assert_allclose(changed_btv[:, :t + 1], logits_btv[:, :t + 1], atol=1e-6)
         assert not np.allclose(changed_btv[:, t + 1:], logits_btv[:, t + 1:], atol=1e-3)
 
@@ -66,14 +69,14 @@ def test_future_tokens_never_change_past_logits(randomised):
 def test_decode_steps_equal_the_full_forward(randomised):
     """Row b decodes sequence a up to step T - b, then restarts at position 0 on sequence c (its carry
     still holding a), as the sampler refills rows: every step's logits are the full pass's."""
-    model, variables = randomised
+    model, variables, forward = randomised
     a_bt, c_bt = tokens(3), tokens(5)
     restart_b = T - jnp.arange(3)
     s_bs = jnp.broadcast_to(jnp.arange(2 * T), (3, 2 * T))
     pos_bs = jnp.where(s_bs < restart_b[:, None], s_bs, s_bs - restart_b[:, None])
     rows_b1 = jnp.arange(3)[:, None]
     idx_bs = jnp.where(s_bs < restart_b[:, None], a_bt[rows_b1, pos_bs], c_bt[rows_b1, pos_bs % T])
-    full_a_btv, full_c_btv = model.apply(variables, a_bt), model.apply(variables, c_bt)
+    full_a_btv, full_c_btv = forward(variables, a_bt), forward(variables, c_bt)
     expected_bsv = jnp.where((s_bs < restart_b[:, None])[..., None], full_a_btv[rows_b1, pos_bs],
                              full_c_btv[rows_b1, pos_bs % T])
 

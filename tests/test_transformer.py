@@ -14,7 +14,7 @@ V, T = 27, 16
 
 @pytest.fixture(scope="module")
 def params():
-    return Transformer(V, T).init(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))["params"]
+    return jax.jit(Transformer(V, T).init)(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))["params"]
 
 
 def test_parameters_match_makemore_tensors(params):

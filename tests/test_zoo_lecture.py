@@ -31,14 +31,15 @@ def lecture_config(name):
 @functools.cache
 def fitted_model(name):
     """(model, variables) away from their initial values: counts fitted, or a few BatchNorm updates
-    so that the running statistics are neither 0 nor 1."""
+    so that the running statistics are neither 0 nor 1. Jitted: one program, not one per operation."""
     model = create_model(lecture_config(name), V, T)
     x_bt, y_bt = names_batch(0)
-    variables = model.init(jax.random.PRNGKey(0), x_bt)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x_bt)
     if hasattr(model, "fit"):
         return model, {"params": model.fit(x_bt, y_bt)}
+    update = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))
     for seed in range(3):
-        _, updates = model.apply(variables, names_batch(seed)[0], train=True, mutable=["batch_stats"])
+        _, updates = update(variables, names_batch(seed)[0])
         variables = {**variables, **updates}
     return model, variables
 
@@ -83,10 +84,11 @@ def test_parameter_counts_by_hand():
 @pytest.mark.parametrize("name", BATCHNORM_MODELS)
 def test_an_example_alone_gives_the_logits_it_has_in_a_batch(name):
     model, variables = fitted_model(name)
+    forward = jax.jit(model.apply)
     x_bt = names_batch(6)[0]
-    logits_btv = model.apply(variables, x_bt)
+    logits_btv = forward(variables, x_bt)
     for b in (0, 7):
-        np.testing.assert_allclose(model.apply(variables, x_bt[b:b + 1])[0], logits_btv[b], atol=1e-5)
+        np.testing.assert_allclose(forward(variables, x_bt[b:b + 1])[0], logits_btv[b], atol=1e-5)
 
 
 def batch_stats_after_a_step(state, x_bt, y_bt):
