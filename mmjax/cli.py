@@ -151,13 +151,12 @@ def resume_command(args):
     return shlex.join([*command, *argv, "--resume"])
 
 
-def one_cpu_device_per_core(args):
-    """A population on the CPU gets a device per core, before the backend starts: XLA:CPU runs a small model's
-    operations on about one core, and members sharded over devices keep them all busy (README: Many models at
-    once). Not when the user set the CPU's device count, never for one model (its data would be split), and
-    not once jax has started."""
-    if trains_a_population(args) and jax.config.jax_num_cpu_devices == -1 \
-            and "device_count" not in os.environ.get("XLA_FLAGS", ""):
+def one_cpu_device_per_core():
+    """The CPU as a device per core, before the backend starts: XLA:CPU runs a small model's operations on
+    about one core, and members (README: Many models at once) or sampled rows split over devices keep them
+    all busy. Called for populations and sampling, never to train one model (its data would be split); not
+    when the user set the CPU's device count, and not once jax has started."""
+    if jax.config.jax_num_cpu_devices == -1 and "device_count" not in os.environ.get("XLA_FLAGS", ""):
         try:
             jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
         except RuntimeError:  # the backend has started
@@ -178,8 +177,8 @@ def trains_a_population(args):
 def train_main(args, whole_process=False):
     """`whole_process`: the command owns the process (train.py, mmjax-train), so it may set how many devices
     the CPU has; called from Python (a notebook), it leaves the session's jax as it is."""
-    if whole_process:
-        one_cpu_device_per_core(args)
+    if whole_process and (args.sample_only or trains_a_population(args)):
+        one_cpu_device_per_core()
     if args.device:  # before any backend starts; checked once --distributed has joined the others
         choose_platform(args.device)
     if args.distributed:  # before anything touches the devices; finds the others on TPU pods, SLURM, ...
@@ -239,7 +238,10 @@ def sample_parser(prog=None):
     return parser
 
 
-def sample_main(args):
+def sample_main(args, whole_process=False):
+    """`whole_process`: as for train_main."""
+    if whole_process:
+        one_cpu_device_per_core()
     workdir = WorkDir(args.work_dir, read_only=True)
     config = workdir.load_config()
     options = {k: getattr(args, k) for k in ("num_samples", "seed", "temperature", "top_k", "top_p")}
@@ -277,4 +279,4 @@ def train_command(argv=None, prog=None):
 
 
 def sample_command(argv=None, prog=None):
-    run(sample_main, sample_parser(prog), argv)
+    run(functools.partial(sample_main, whole_process=argv is None), sample_parser(prog), argv)

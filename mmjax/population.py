@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mmjax import config as config_lib
-from mmjax import inference, losses, optimizers, stopping, train
+from mmjax import inference, losses, optimizers, sampling, stopping, train
 from mmjax.errors import UserError
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
@@ -114,14 +114,6 @@ def update_best(best, states, score_k):
     return jax.tree.map(pick, current, best)
 
 
-def mesh_for(size):
-    """A mesh over as many local devices as divide the `size` members (axis "pop"), or None for one device."""
-    devices = math.gcd(size, jax.local_device_count())
-    if devices == 1:
-        return None
-    return jax.make_mesh((devices,), ("pop",), (jax.sharding.AxisType.Auto,), devices=jax.local_devices()[:devices])
-
-
 def to_devices(stacked, shared, mesh):
     """Members split over the mesh's "pop" axis (no gradient crosses devices), the words replicated."""
     if mesh is None:
@@ -192,7 +184,7 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
     if resumed:
         workdir.drop_metrics_after(step)
     eval_sets = train.evaluation_sets(dataset, config)
-    mesh = mesh_for(len(configs))
+    mesh = sampling.local_mesh(len(configs), "pop")
     spmd_axis = None if mesh is None else "pop"
     if jax.process_index() == 0:
         devices = 1 if mesh is None else mesh.size

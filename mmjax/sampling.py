@@ -1,18 +1,22 @@
 """Compiled, batched sampling through every model's decode interface (mmjax/models/__init__.py).
 
 The batch stays full: when a row's name ends, the next sample starts in that row at the following
-step (each row has its own position), so every computed token belongs to some name."""
+step (each row has its own position), so every computed token belongs to some name. Several local
+devices split the rows, each decoding its own samples."""
 
 import dataclasses
 import functools
+import math
 
 import jax
-import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mmjax.errors import UserError
 from mmjax.input_pipeline import STOP
+from mmjax.models.layers import fmix32
 
 NAMES_PER_ROW = 64  # samples per compiled call = rows * this: long enough that a call's draining tail is short
 DRAWS_PER_NAME = 100  # --unique/--new give up after this many draws per name asked
@@ -44,40 +48,69 @@ def filter_logits(logits_nv, options):
     return logits_nv
 
 
-def gumbel_noise(key, index_n, pos_n, vocab_size):
-    """Gumbel noise (N, V) for sample index_n[n] at position pos_n[n]: token v's is the Threefry hash
-    of the words (i, t * V + v) under `key`. One hash call for the whole batch (jax.random's
-    per-row fold_in and categorical make three, each an XLA loop: most of a step at batch 1)."""
-    shape = (index_n.shape[0], vocab_size)
-    words = (jnp.broadcast_to(index_n[:, None], shape), pos_n[:, None] * vocab_size + jnp.arange(vocab_size))
-    bits_nv = jax.extend.random.threefry_2x32(key, jnp.concatenate([w.ravel() for w in words]).astype(jnp.uint32))
+def gumbel_noise(key_words, index_n, pos_n, vocab_size):
+    """Gumbel noise (N, V) for sample index_n[n] at position pos_n[n]: token v's comes from a hash of
+    (i, t * V + v) under the two words `key_words` drawn from the seed's key: MurmurHash3's finaliser of
+    each, keyed, then of the two combined (as dropout's masks, layers.hashed_bits). jax.random's Threefry
+    is a rolled XLA loop on the CPU, whose iterations and copies were a third of a step at batch 1."""
+    row_n1 = fmix32(index_n[:, None].astype(jnp.uint32) + key_words[0])
+    column_nv = fmix32((pos_n[:, None] * vocab_size + jnp.arange(vocab_size)).astype(jnp.uint32) + key_words[1])
+    bits_nv = fmix32(row_n1 ^ column_nv)
     # the top 23 bits as a float in [1, 2), minus 1: uniform on [0, 1), as jax.random.uniform makes it
-    uniform_nv = jax.lax.bitcast_convert_type((bits_nv[:index_n.size * vocab_size] >> 9) | 0x3F800000, jnp.float32) - 1
-    return -jnp.log(-jnp.log(jnp.maximum(uniform_nv, jnp.finfo(jnp.float32).tiny))).reshape(shape)
+    uniform_nv = jax.lax.bitcast_convert_type((bits_nv >> 9) | 0x3F800000, jnp.float32) - 1
+    return -jnp.log(-jnp.log(jnp.maximum(uniform_nv, jnp.finfo(jnp.float32).tiny)))
 
 
-def choose(key, index_n, pos_n, logits_nv, options):
+def choose(key_words, index_n, pos_n, logits_nv, options):
     """One token per row: the argmax at temperature 0, else a draw from the filtered softmax (the
     argmax of the logits plus Gumbel noise, as jax.random.categorical draws)."""
     if options.temperature == 0:
         return jnp.argmax(logits_nv, axis=-1).astype(jnp.int32)
-    noise_nv = gumbel_noise(key, index_n, pos_n, logits_nv.shape[1])
+    noise_nv = gumbel_noise(key_words, index_n, pos_n, logits_nv.shape[1])
     return jnp.argmax(filter_logits(logits_nv, options) + noise_nv, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "options"))
-def sample_chunk(model, variables, key, first, count, prefix_p, *, rows, chunk, options):
+def local_mesh(size, axis):
+    """A mesh over as many local devices as divide `size` (one axis), or None for one device."""
+    devices = math.gcd(size, jax.local_device_count())
+    if devices == 1:
+        return None
+    return jax.make_mesh((devices,), (axis,), (jax.sharding.AxisType.Auto,), devices=jax.local_devices()[:devices])
+
+
+@functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "options", "mesh"))
+def sample_chunk(model, variables, key, first, count, prefix_p, *, rows, chunk, options, mesh=None):
     """Samples first .. first + count - 1 (count <= chunk) on `rows` rows: tokens (chunk, block_size - 1),
     each the word then STOPs (rows past count stay STOP), and the number of decode steps run.
 
-    Sample i draws its token at position t from the hash of (key, i, t) only (gumbel_noise), so it
-    is the same whatever the batch, the chunk or the order in which rows finish. `prefix_p` is forced first."""
+    Sample i draws its token at position t from a hash of (key, i, t) only (gumbel_noise), so it
+    is the same whatever the batch, the chunk, the device or the order in which rows finish. `prefix_p`
+    is forced first. With a `mesh` (axis "rows", dividing rows and chunk), each device runs its share of
+    the rows on its own consecutive share of the samples, with no communication, and the steps are per device."""
+    if mesh is None:
+        return decode_loop(model, variables, key, first, count, prefix_p, rows, chunk, options)
+    share = chunk // mesh.size
+
+    def on_device(variables, key, first, count, prefix_p):
+        start = share * jax.lax.axis_index("rows")
+        tokens_nt, steps = decode_loop(model, variables, key, first + start, jnp.clip(count - start, 0, share),
+                                       prefix_p, rows // mesh.size, share, options)
+        return tokens_nt, steps[None]
+
+    # check_vma off: the loop's carry starts device-invariant and becomes device-varying
+    return jax.shard_map(on_device, mesh=mesh, in_specs=P(), out_specs=P("rows"), check_vma=False)(
+        variables, key, first, count, prefix_p)
+
+
+def decode_loop(model, variables, key, first, count, prefix_p, rows, chunk, options):
+    """sample_chunk on one device."""
     max_len, end = model.block_size - 1, first + count
+    key_words = jax.random.bits(key, (2,), jnp.uint32)  # once: a Threefry call is a loop on the CPU
 
     def body(loop):
         steps, next_index, carry, token_b, pos_b, index_b, tokens_nt = loop
         logits_bv, carry = model.apply(variables, carry, token_b, pos_b, method="decode_step")
-        next_b = choose(key, index_b, pos_b, logits_bv, options)
+        next_b = choose(key_words, index_b, pos_b, logits_bv, options)
         if prefix_p.shape[0]:
             next_b = jnp.where(pos_b < prefix_p.shape[0], prefix_p[jnp.minimum(pos_b, prefix_p.shape[0] - 1)], next_b)
         live_b = index_b < end
@@ -103,13 +136,18 @@ def sample_chunk(model, variables, key, first, count, prefix_p, *, rows, chunk, 
 def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), options=SampleOptions(), first=0):
     """Samples first .. first + num_samples - 1 as numpy (tokens, lengths), `batch_size` rows at a time."""
     rows = min(batch_size, num_samples)
-    chunk = min(num_samples, rows * NAMES_PER_ROW)
+    per_call = min(num_samples, rows * NAMES_PER_ROW)
+    mesh = local_mesh(rows, "rows")
+    devices = 1 if mesh is None else mesh.size
+    if mesh is not None:
+        variables = jax.device_put(variables, NamedSharding(mesh, P()))
     key, prefix_p = jax.random.PRNGKey(seed), jnp.asarray(prefix, jnp.int32)
-    # every chunk is dispatched before the first is read: the device runs while the host copies
-    chunks = [sample_chunk(model, variables, key, start, min(chunk, first + num_samples - start), prefix_p,
-                           rows=rows, chunk=chunk, options=options)[0]
-              for start in range(first, first + num_samples, chunk)]
-    tokens = np.concatenate(jax.device_get(chunks))[:num_samples]
+    call = dict(rows=rows, chunk=-(-per_call // devices) * devices, options=options, mesh=mesh)
+    # every chunk is dispatched before the first is read: the devices run while the host copies
+    counts = [min(per_call, first + num_samples - start) for start in range(first, first + num_samples, per_call)]
+    chunks = [sample_chunk(model, variables, key, first + i * per_call, count, prefix_p, **call)[0]
+              for i, count in enumerate(counts)]
+    tokens = np.concatenate([tokens_nt[:count] for tokens_nt, count in zip(jax.device_get(chunks), counts)])
     return tokens, (tokens != STOP).sum(axis=1)
 
 

@@ -44,7 +44,7 @@ def main():
     import jax
 
     from bench_train import mmjax_timer, names_dataset
-    from mmjax import population
+    from mmjax import population, sampling
     from mmjax.config import get_config
 
     if args.quick:
@@ -55,7 +55,7 @@ def main():
     def population_timer(model_type, size, members):
         config = get_config(model_type, population=size)
         states = population.create_states(config, dataset.vocab, population.member_configs(config))
-        mesh = population.mesh_for(size)
+        mesh = sampling.local_mesh(size, "pop")
         states, data = population.to_devices(states, (x_nt, y_nt), mesh)
 
         def run():

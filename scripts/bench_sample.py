@@ -4,10 +4,11 @@ recompute each step), in the same run, for the default Transformer (vocab 27, bl
     python scripts/bench_sample.py [--work-dir out] [--repeats 5] [--command-repeats 3] [--json out.json]
 
 Measures: the sampler at batch 1000 (20,000 names: 20 per row, so the rows' refilling shows) and at
-batch 1 (500 names), compile time apart; with --work-dir, end to end, the marginal rate of
-`sample.py -n 200000 --out F` over `sample.py -n 2000 --out F` (loading, decoding, the report and
-the file included; whole commands, interleaved) and the draws per name of `sample.py -n 1000
---unique --new`; then PyTorch's `generate` at batch 1000 and 1 (makemore's 15 steps, as
+batch 1 (500 names), compile time apart, on one CPU device per core as sample.py runs it (the rows split
+over them), and at batch 1000 on one device too, in alternating rounds; with --work-dir, end to end,
+the marginal rate of `sample.py -n 200000 --out F` over `sample.py -n 2000 --out F` (loading,
+decoding, the report and the file included; whole commands, interleaved) and the draws per name of
+`sample.py -n 1000 --unique --new`; then PyTorch's `generate` at batch 1000 and 1 (makemore's 15 steps, as
 reference.md measured it). mmjax runs first: torch's idle OpenMP threads slow whatever runs next.
 Rates are medians of --repeats runs (--command-repeats for the commands).
 """
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mmjax import inference, sampling  # noqa: E402
+from mmjax import cli, inference, sampling  # noqa: E402
 from mmjax.config import base_config  # noqa: E402
 from mmjax.models import create_model  # noqa: E402
 
@@ -53,12 +54,26 @@ def load_model(work_dir):
 
 
 def bench_mmjax(model, variables, batch, names, repeats):
-    run = lambda seed: sampling.sample(model, variables, seed, names, batch_size=batch)
+    """(names/s as sample.py samples, compile seconds, names/s on one device or None), the two interleaved."""
+    runs = {"devices": lambda seed: sampling.sample(model, variables, seed, names, batch_size=batch)}
+    if sampling.local_mesh(batch, "rows") is not None:
+        assert names <= batch * sampling.NAMES_PER_ROW  # one call of the sampler, as sample() makes it
+        call = dict(rows=batch, chunk=names, options=sampling.SampleOptions())
+        runs["one"] = lambda seed: jax.device_get(sampling.sample_chunk(
+            model, variables, jax.random.PRNGKey(seed), 0, names, jnp.zeros((0,), jnp.int32), **call)[0])
     start = time.perf_counter()
-    run(0)
+    runs["devices"](0)
     compile_s = time.perf_counter() - start
-    seeds = iter(range(1, 10 ** 6))
-    return names / median_time(lambda: run(next(seeds)), repeats), compile_s
+    if "one" in runs:
+        runs["one"](0)  # its compile, untimed
+    times = {name: [] for name in runs}
+    for seed in range(1, repeats + 1):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(seed)
+            times[name].append(time.perf_counter() - start)
+    rates = {name: names / statistics.median(t) for name, t in times.items()}
+    return rates["devices"], compile_s, rates.get("one")
 
 
 def sample_command(work_dir, *flags):
@@ -115,13 +130,14 @@ def main():
     parser.add_argument("--work-dir", help="a trained transformer run (default: fresh weights, no end-to-end runs)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    cli.one_cpu_device_per_core()  # as sample.py
     model, variables = load_model(args.work_dir)
     rows = []
     for batch, names, torch_names in ((1000, 20_000, 2000), (1, 500, 50)):
-        rate, compile_s = bench_mmjax(model, variables, batch, names, args.repeats)
+        rate, compile_s, one_device = bench_mmjax(model, variables, batch, names, args.repeats)
         rows.append({"batch": batch, "names": names, "mmjax_names_per_s": rate, "mmjax_compile_s": compile_s,
-                     "torch_names": torch_names})
-    results = {"sampler": rows}
+                     "one_device_names_per_s": one_device, "torch_names": torch_names})
+    results = {"devices": jax.local_device_count(), "sampler": rows}
     if args.work_dir:
         results["marginal"] = bench_marginal(args.work_dir, args.command_repeats)
         results["unique_new"] = bench_new_names(args.work_dir)
@@ -133,10 +149,13 @@ def main():
         for row in rows:
             row["torch_names_per_s"] = bench_torch(row["batch"], row["torch_names"], args.repeats)
             row["speedup"] = row["mmjax_names_per_s"] / row["torch_names_per_s"]
-    print(f"{'batch':>6} {'mmjax names/s':>14} {'compile s':>10} {'torch names/s':>14} {'speedup':>8}")
+    print(f"{results['devices']} CPU devices")
+    print(f"{'batch':>6} {'mmjax names/s':>14} {'one device':>11} {'compile s':>10} {'torch names/s':>14} "
+          f"{'speedup':>8}")
     for r in rows:
-        print(f"{r['batch']:>6} {r['mmjax_names_per_s']:>14.0f} {r['mmjax_compile_s']:>10.2f} "
-              f"{r.get('torch_names_per_s', float('nan')):>14.1f} {r.get('speedup', float('nan')):>7.1f}x")
+        print(f"{r['batch']:>6} {r['mmjax_names_per_s']:>14.0f} {r['one_device_names_per_s'] or float('nan'):>11.0f} "
+              f"{r['mmjax_compile_s']:>10.2f} {r.get('torch_names_per_s', float('nan')):>14.1f} "
+              f"{r.get('speedup', float('nan')):>7.1f}x")
     if "marginal" in results:
         m, u = results["marginal"], results["unique_new"]
         print(f"sample.py -n 200000 minus -n 2000, end to end: {m['names_per_s']:,.0f} names/s "

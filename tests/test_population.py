@@ -267,8 +267,8 @@ def test_a_population_trained_on_8_devices_restores_on_1(tmp_path, words_file):
     args = ["-i", str(words_file), "-o", str(run), *flags("mlp", population=8, max_steps=20, eval_every=20,
                                                              log_every=20)]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    probe = ("import jax, sys; from mmjax import cli, population; assert jax.local_device_count() == 8; "
-             "assert population.mesh_for(8).shape == {'pop': 8}; cli.train_command(sys.argv[1:])")
+    probe = ("import jax, sys; from mmjax import cli, sampling; assert jax.local_device_count() == 8; "
+             "assert sampling.local_mesh(8, 'pop').shape == {'pop': 8}; cli.train_command(sys.argv[1:])")
     result = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     on_8 = restored(run)  # on this process's one device

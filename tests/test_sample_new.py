@@ -1,10 +1,12 @@
 """sample.py --unique/--new: N names the user does not have, in sample order, or a one-line error."""
 
 import json
+import os
 import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 import mmjax
@@ -33,10 +35,15 @@ def first_kept(words, n, exclude=(), unique=False):
 
 
 def test_unique_new_gives_n_distinct_names_none_in_the_data(run_dir, tmp_path):
+    """Through the command (sample.py's one line, then the device count it ran on: one CPU device per core,
+    splitting the rows), compared with this process's sampler on one device."""
     out = tmp_path / "names.txt"
-    result = subprocess.run([sys.executable, str(ROOT / "sample.py"), "-o", str(run_dir), "-n", "300", "--unique",
-                             "--new", "--seed", "3", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    sample_py = "from mmjax import cli; cli.sample_command(); import jax; print(jax.local_device_count())"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run([sys.executable, "-c", sample_py, "-o", str(run_dir), "-n", "300", "--unique", "--new",
+                             "--seed", "3", "--out", str(out)], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) == len(os.sched_getaffinity(0)) and jax.local_device_count() == 1
     names = out.read_text(encoding="utf-8").splitlines()
     dataset = json.loads((run_dir / "dataset.json").read_text())
     data = set(dataset["train_words"] + dataset["test_words"])

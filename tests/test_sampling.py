@@ -21,7 +21,7 @@ def make(model_type, seed=0, **sizes):
     config = base_config()
     config.update(type=model_type, **sizes)
     model = create_model(config, VOCAB.size, VOCAB.block_size)
-    return model, model.init(jax.random.PRNGKey(seed), jnp.zeros((1, VOCAB.block_size), jnp.int32))
+    return model, jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, VOCAB.block_size), jnp.int32))
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +31,9 @@ def transformer():
 
 def greedy_by_full_forward(model, variables, prefix=()):
     """Argmax decoding by re-running the whole model each step: the reference the sampler must match."""
-    idx_t = jnp.zeros((1, VOCAB.block_size), jnp.int32)
+    idx_t, forward = jnp.zeros((1, VOCAB.block_size), jnp.int32), jax.jit(model.apply)
     for t in range(VOCAB.block_size - 1):
-        token = prefix[t] if t < len(prefix) else jnp.argmax(model.apply(variables, idx_t)[0, t])
+        token = prefix[t] if t < len(prefix) else jnp.argmax(forward(variables, idx_t)[0, t])
         idx_t = idx_t.at[0, t + 1].set(token)
     return np.asarray(idx_t[0, 1:])
 
