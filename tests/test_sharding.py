@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, write_words
-from mmjax import cli
+from mmjax import cli, inference, sampling
 from mmjax.config import base_config
 from mmjax.input_pipeline import Dataset, read_words
 from mmjax.workdir import WorkDir
@@ -45,11 +45,13 @@ assert jax.device_count() == len(trained[0].params["lm_head"]["kernel"].sharding
 print(backends_started)
 """
 
-# The latest checkpoint of WORK_DIR placed on every device as training places it; its parameters to OUT.
+# The latest checkpoint of WORK_DIR placed on every device as training places it; its parameters to OUT;
+# then samples from it to OUT.samples.npy, 40 rows split over every device.
 RESTORE = """
 import sys
 from helpers import fresh_state
-from mmjax import train
+from mmjax import sampling, train
+from mmjax.models import create_model
 from mmjax.workdir import WorkDir
 workdir = WorkDir(sys.argv[1])
 config, dataset = workdir.load_config(), workdir.load_dataset()
@@ -57,6 +59,9 @@ state = workdir.restore(fresh_state(config, dataset.vocab))
 state = train.to_devices(state, (), config.batch_size)[0]
 assert jax.device_count() == len(state.params["lm_head"]["kernel"].sharding.device_set)
 save_params(sys.argv[2], state.params)
+assert jax.device_count() == 1 or sampling.local_mesh(40, "rows").size == jax.device_count()
+model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
+np.save(sys.argv[2] + ".samples.npy", sampling.sample(model, {"params": state.params}, 3, 400, batch_size=40)[0])
 """
 
 
@@ -98,7 +103,9 @@ def test_eight_devices_train_as_one(trained_on):
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
 
 
-def test_checkpoints_move_between_8_and_1_devices(trained_on, tmp_path):
+def test_checkpoints_move_between_8_and_1_devices_and_sample_there_as_here(trained_on, tmp_path):
+    """Restored on the other device count, the same parameters; and the samples drawn there (on 8 devices,
+    5 rows on each) are those of this process's one device."""
     restoring = {(saved_on, restored_on): python_on(restored_on, RESTORE, trained_on[saved_on],
                                                     tmp_path / f"{saved_on}.npz", wait=False)
                  for saved_on, restored_on in ((8, 1), (1, 8))}
@@ -108,6 +115,9 @@ def test_checkpoints_move_between_8_and_1_devices(trained_on, tmp_path):
         assert len(trained.files) == len(restored.files) > 5
         for name in trained.files:
             np.testing.assert_array_equal(restored[name], trained[name], err_msg=name)
+        run = inference.load(trained_on[saved_on], "latest")
+        here = sampling.sample(run.model, {"params": run.state.params}, 3, 400, batch_size=40)[0]
+        np.testing.assert_array_equal(np.load(tmp_path / f"{saved_on}.npz.samples.npy"), here)
 
 
 def test_distributed_outside_a_cluster_is_a_clear_error(words_file, tmp_path):
