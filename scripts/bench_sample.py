@@ -48,7 +48,7 @@ def load_model(work_dir):
     """(model, variables): the work dir's best checkpoint, or a fresh default Transformer."""
     if not work_dir:
         model = create_model(base_config(), V, T)
-        return model, model.init(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))
+        return model, jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))
     run = inference.load(work_dir)
     return run.model, {"params": run.state.params, "batch_stats": run.state.batch_stats}
 
