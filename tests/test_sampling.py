@@ -12,7 +12,8 @@ from mmjax.config import base_config
 from mmjax.errors import UserError
 from mmjax.input_pipeline import STOP, Dataset, Vocab
 from mmjax.models import create_model
-from mmjax.sampling import SampleOptions, filter_logits, report, sample, sample_chunk, sample_words
+from mmjax.sampling import (SampleOptions, filter_logits, gumbel_noise, report, sample, sample_chunk,
+                            sample_words)
 
 VOCAB = Vocab(tuple("abcdefgh"), 7)
 
@@ -121,6 +122,23 @@ def test_refilled_sampler_draws_from_the_old_samplers_distribution(transformer):
         counts = [np.bincount(values(t), minlength=VOCAB.block_size) for t in (new_nt, old_nt)]
         chi2, dof = chi2_homogeneity(*counts)
         assert chi2 < quantile_999[dof], (chi2, dof, counts)
+
+
+def test_the_hashed_gumbel_noise_is_uniform_and_independent_across_samples_positions_and_tokens():
+    """The noise's uniforms (exp(-exp(-g))) for 4,096 samples x 15 positions x 27 tokens: uniform on [0, 1)
+    by a chi-square test of 64 cells, and uncorrelated with the next sample's, position's and token's
+    (one standard deviation of a correlation is 0.0013 here), and across seeds."""
+    index_n, pos_n = jnp.repeat(jnp.arange(4096), 15), jnp.tile(jnp.arange(15), 4096)
+    uniform = lambda seed: np.exp(-np.exp(-np.asarray(gumbel_noise(
+        jax.random.bits(jax.random.PRNGKey(seed), (2,), jnp.uint32), index_n, pos_n, 27), np.float64)))
+    u_ntv = uniform(0).reshape(4096, 15, 27)
+    counts = np.bincount((u_ntv * 64).astype(int).ravel(), minlength=64)
+    expected = u_ntv.size / 64
+    assert ((counts - expected) ** 2 / expected).sum() < 120  # 63 degrees of freedom: p ~ 3e-5
+    neighbours = [(u_ntv[1:], u_ntv[:-1]), (u_ntv[:, 1:], u_ntv[:, :-1]), (u_ntv[..., 1:], u_ntv[..., :-1]),
+                  (u_ntv, uniform(1).reshape(u_ntv.shape))]
+    for a, b in neighbours:
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.006
 
 
 def test_tokens_stop_and_lengths_count_the_word(transformer):
