@@ -26,6 +26,8 @@ CONFIG_FLAGS = [
     (("--weight-decay", "-w"), float, "AdamW weight decay"),
     (("--grad-clip",), float, "scale gradients down to at most this global norm (0: off)"),
     (("--dropout",), float, "dropout rate in training, in [0, 1) (0, the default, is off; see README)"),
+    (("--ema-decay",), float, "evaluate, sample and keep as best an average of the parameters with this decay "
+                              "per step, such as 0.999 (0, the default, is off; see README)"),
     (("--val-size",), int, "hold out this many training words as a validation set, which picks the best "
                            "checkpoint (0, the default: none, the test set does)"),
     (("--n-layer",), int, "number of layers"),

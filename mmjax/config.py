@@ -57,6 +57,7 @@ def base_config():
     config.lr_decay_factor = 0.1  # ... and "warmup_cosine" decays to this fraction at max_steps
     config.warmup_steps = 0  # "warmup_cosine": linear warm-up from 0 over these steps
     config.grad_clip = 0.0  # > 0: scale each step's gradients down to at most this global norm (0: off)
+    config.ema_decay = 0.0  # > 0: evaluate, sample and keep as best an average of the parameters (optimizers.py)
     config.compute_dtype = "float32"  # "bfloat16": mixed precision for GPU/TPU (parameters stay float32)
     config.manual_grad = False  # mlp_bn: train with lecture 4's manual backward pass (mmjax/backprop.py)
     # Population (mmjax/population.py): many models in one compiled program.
@@ -146,6 +147,12 @@ def validate(config):
     if config.dropout and not has_dropout(config.type):
         raise UserError(f"the {config.type} model has no dropout, got dropout {config.dropout}: pass 0, or a type "
                         f"with it ({', '.join(t for t in MODELS if has_dropout(t))})")
+    if not 0 <= config.ema_decay < 1:
+        raise UserError(f"ema_decay must be at least 0 and below 1, got {config.ema_decay}: pass a decay such as "
+                        "0.999 (0: off)")
+    if config.ema_decay and hasattr(MODELS[config.type], "fit"):
+        raise UserError(f"the {config.type} model is fitted in closed form, in one step, so there is nothing to "
+                        "average: pass --ema-decay 0")
     for field in ("weight_decay", "grad_clip", "warmup_steps", "lr_decay_steps", "sample_every", "val_size"):
         if config[field] < 0:
             raise UserError(f"{field} must not be negative, got {config[field]}: pass 0 or more")

@@ -4,7 +4,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from mmjax import sampling, train
+from mmjax import optimizers, sampling, train
 from mmjax.errors import UserError
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
@@ -20,11 +20,12 @@ class Run(NamedTuple):
 
 
 def load(workdir, which="best"):
-    """The Run of a work dir's best (or latest) checkpoint."""
+    """The Run of a work dir's best (or latest) checkpoint; with ema_decay, its averaged parameters."""
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir, read_only=True)
     config, dataset = workdir.load_config(), workdir.load_dataset()
     state = workdir.restore(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)), which)
-    return Run(config, dataset, create_model(config, dataset.vocab.size, dataset.vocab.block_size), state)
+    return Run(config, dataset, create_model(config, dataset.vocab.size, dataset.vocab.block_size),
+               optimizers.evaluated(state))
 
 
 def sample(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",

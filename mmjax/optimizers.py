@@ -2,8 +2,11 @@
 
 The hyper-parameters (HYPERPARAMS) sit in the optimiser state through `optax.inject_hyperparams`, as
 arrays: they can differ per model under `jax.vmap`, and a resumed run changes them without compiling
-again. The schedule multiplies the whole update, as a scheduled learning rate would.
+again. The schedule multiplies the whole update, as a scheduled learning rate would. With `ema_decay`, the
+last link keeps an average of the parameters (`average_params`), which evaluation uses (`evaluated`).
 """
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +55,35 @@ SCHEDULES = {
 }
 
 
+class AverageState(NamedTuple):
+    count: jax.Array
+    params: Any  # the average
+
+
+def average_params(decay):
+    """Polyak averaging (Polyak & Juditsky 1992) as an exponential moving average: after each update, the
+    average moves towards the new parameters by 1 - d, with d = min(decay, (1 + t) / (10 + t)) at update t,
+    so that it forgets the initialisation early on (TensorFlow's ExponentialMovingAverage). The updates pass
+    unchanged. Written here: optax's `ema` averages updates, not parameters."""
+
+    def init(params):
+        return AverageState(jnp.zeros([], jnp.int32), params)
+
+    def update(updates, state, params):
+        d = jnp.minimum(decay, (1.0 + state.count) / (10.0 + state.count))
+        average = jax.tree.map(lambda a, p: d * a + (1 - d) * p, state.params, optax.apply_updates(params, updates))
+        return updates, AverageState(state.count + 1, average)
+
+    return optax.GradientTransformation(init, update)
+
+
+def evaluated(state):
+    """The train state that evaluation, sampling and the best checkpoint use: with ema_decay, its parameters
+    are the average's (the state's own keep training); else the state itself. Works on a population's stack."""
+    average = next((s for s in state.opt_state if isinstance(s, AverageState)), None)
+    return state if average is None else state.replace(params=average.params)
+
+
 def make_optimizer(config):
     if config.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
@@ -59,7 +91,10 @@ def make_optimizer(config):
         raise UserError(f"unknown lr_schedule {config.lr_schedule!r}: choose one of {', '.join(SCHEDULES)}")
     optimizer = optax.inject_hyperparams(OPTIMIZERS[config.optimizer], static_args="eps")(
         eps=config.eps, **{name: config[name] for name in HYPERPARAMS})
-    return optax.chain(optimizer, optax.scale_by_schedule(SCHEDULES[config.lr_schedule](config)))
+    schedule = optax.scale_by_schedule(SCHEDULES[config.lr_schedule](config))
+    if config.ema_decay:
+        return optax.chain(optimizer, schedule, average_params(config.ema_decay))
+    return optax.chain(optimizer, schedule)
 
 
 def hyperparams(opt_state):

@@ -220,7 +220,8 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                           f"step {step}", file=sys.stderr)
             if step % config.eval_every and step != max_steps and not signum:
                 continue
-            metrics = {name: evaluate(states, *xy) for name, xy in eval_sets.items()}  # each: members, then ensemble
+            evaluated = optimizers.evaluated(states)
+            metrics = {name: evaluate(evaluated, *xy) for name, xy in eval_sets.items()}  # each: members, then ensemble
             for i, member in enumerate(configs):
                 log.write({"step": step, "member": i, **hyperparams(member),
                            **{name: float(v[i]) for name, v in metrics.items()}})
@@ -229,7 +230,7 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
             scores_k = metrics[score_name][:-1]
             bar.write(f"step {step} | {score_name} best {np.nanmin(scores_k):.4f} median {np.nanmedian(scores_k):.4f}"
                       f" | ensemble {ensemble['ensemble_' + score_name]:.4f}")
-            best = update_best(best, states, jnp.asarray(scores_k, jnp.float32))
+            best = update_best(best, evaluated, jnp.asarray(scores_k, jnp.float32))
             workdir.save_population({"state": states, "best": best}, step)
             if signum and step < max_steps:
                 raise stopping.Stopped(step, signum)

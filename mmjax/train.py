@@ -189,10 +189,14 @@ def resumed_dataset(config, workdir, input_file):
     if input_file is not None:
         raise UserError(f"{workdir.path} holds a run, which trains on its own words: give no input file, "
                         "or another work dir")
-    field = mismatched_field(workdir.load_config(), config)
+    saved = workdir.load_config()
+    field = mismatched_field(saved, config)
     if field:
-        raise UserError(f"{workdir.path} holds a {field}={workdir.load_config()[field]} run, not "
+        raise UserError(f"{workdir.path} holds a {field}={saved[field]} run, not "
                         f"{field}={config[field]}: use the run's config, or another work dir")
+    if bool(config.ema_decay) != bool(saved.ema_decay):  # the optimiser state has the average or not
+        raise UserError(f"{workdir.path} holds a run with ema_decay={saved.ema_decay}, and averaging cannot be "
+                        "switched on or off in a run: drop --ema-decay, or pass another -o")
     dataset = workdir.load_dataset()
     if config.val_size != len(dataset.val_words):
         raise UserError(f"{workdir.path} holds a run with val_size={len(dataset.val_words)}, whose split is recorded, "
@@ -261,10 +265,11 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
             log.write({"step": step, "loss": step_losses[-1]})
             every = config.sample_every
             if printing and every and (first_step - 1) // every < step // every:  # passed a multiple of it
-                bar.write(sample_line(model, state, vocab, config, step))
+                bar.write(sample_line(model, optimizers.evaluated(state), vocab, config, step))
             if step % config.eval_every and step != max_steps and not final:
                 return
-            metrics = {name: evaluate(state, *xy, config.eval_batch_size, config.compute_dtype)
+            evaluated = optimizers.evaluated(state)
+            metrics = {name: evaluate(evaluated, *xy, config.eval_batch_size, config.compute_dtype)
                        for name, xy in eval_sets.items()}
             for name, value in metrics.items():
                 check_finite(name, [value], step)  # before the save: a non-finite state is never saved
@@ -272,7 +277,7 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
             log.write({"step": step, **metrics, **{k: v for hook in hooks for k, v in hook(state, *batch).items()}})
             if printing:
                 bar.write(f"step {step} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            workdir.save(state, score=metrics[score_name])
+            workdir.save(state, score=metrics[score_name], best=evaluated)
 
         if fit and step == 0:
             state = state.replace(step=1, params=fit(x_nt, y_nt))

@@ -251,16 +251,18 @@ class WorkDir:
                                                           item_handlers=ocp.StandardCheckpointHandler())
         return self._managers[which]
 
-    def save(self, state, score):
-        """Best, then latest. A run killed between the two resumes from the previous latest, and when it
-        reaches this step again orbax skips the save to best (it saves no step at or before its newest).
-        Each checkpoint gets the SHA-256 of its files, checked before it is restored."""
+    def save(self, state, score, best=None):
+        """`best` (default: `state`, the same step) to best, then `state` to latest. A run killed between the
+        two resumes from the previous latest, and when it reaches this step again orbax skips the save to
+        best (it saves no step at or before its newest). Each checkpoint gets the SHA-256 of its files,
+        checked before it is restored."""
         step = int(state.step)
-        for which, metrics in (("best", {"score": score}), ("latest", None)):
+        for which, metrics, saved in (("best", {"score": score}, state if best is None else best),
+                                      ("latest", None, state)):
             manager = self._manager(which)
             directory = self.path / "checkpoints" / which / str(step)
             try:  # a save cut short stays a temporary directory, never restored
-                manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+                manager.save(step, args=ocp.args.StandardSave(saved), metrics=metrics)
                 if directory.exists() and jax.process_index() == 0:  # best keeps only the best step
                     write_json(directory / CHECKSUMS, file_digests(directory))
             except Exception as e:  # OSError, or what orbax and tensorstore make of one

@@ -18,7 +18,7 @@ import pytest
 import mmjax
 from conftest import write_words
 from helpers import SMALL, assert_refused, run_command, small_config, train
-from mmjax import population, sampling
+from mmjax import optimizers, population, sampling
 from mmjax import train as trainer
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, read_words
@@ -93,6 +93,65 @@ def test_dropout_changes_the_training_loss_and_rate_zero_changes_nothing(words_f
     jax.tree.map(np.testing.assert_array_equal, zero, plain)
     assert np.isfinite(dropped[1]).all() and np.abs(dropped[1] - plain[1]).min() > 0
     jax.tree.map(np.testing.assert_array_equal, dropped, again)  # the same seed, the same run
+
+
+def test_parameter_averaging_is_the_hand_computed_average_and_leaves_training_alone(words_file):
+    """ema_decay: after update t the average moves to the new parameters by 1 - min(decay, (1 + t) / (10 + t));
+    the trained parameters are those of the run without it, bit for bit."""
+    dataset = Dataset.from_words(read_words(words_file), 3407)
+    x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
+
+    def run(ema_decay):  # one step per dispatch, each step's parameters kept
+        state = trainer.create_train_state(small_config("mlp", ema_decay=ema_decay), dataset.vocab, jax.random.PRNGKey(0))
+        params = [jax.device_get(state.params)]
+        for _ in range(12):
+            state, _ = trainer.train_steps(state, x_nt, y_nt, num_steps=1, batch_size=32)
+            params.append(jax.device_get(state.params))
+        return state, params
+
+    (plain, plain_params), (averaged, params) = run(0.0), run(0.5)
+    jax.tree.map(np.testing.assert_array_equal, params, plain_params)
+    assert optimizers.evaluated(plain) is plain
+    by_hand = params[0]
+    for t, new in enumerate(params[1:]):
+        d = min(0.5, (1 + t) / (10 + t))  # 0.1, 0.18, ... then 0.5 from t = 8 on
+        by_hand = jax.tree.map(lambda a, p: d * a + (1 - d) * p, by_hand, new)
+    result = jax.device_get(optimizers.evaluated(averaged).params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), result, by_hand)
+    assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(result), jax.tree.leaves(params[-1]))) > 1e-4
+
+
+def test_an_averaged_run_evaluates_keeps_and_resumes_its_average(tmp_path, words_file):
+    """With --ema-decay: the logged losses are the average's, the best checkpoint holds it (what sample.py
+    samples), a resumed run continues it exactly, and a population member is its standalone run."""
+    config = small_config("mlp", **STEPS, val_size=VAL, ema_decay=0.9, dropout=0.2)
+    trainer.train_and_evaluate(config, tmp_path / "run", words_file, progress=False)
+    latest = WorkDir(tmp_path / "run").restore(trainer.create_train_state(
+        config, WorkDir(tmp_path / "run").load_dataset().vocab, jax.random.PRNGKey(0)))
+    average = optimizers.evaluated(latest)
+    assert latest.params is not average.params
+    dataset = WorkDir(tmp_path / "run").load_dataset()
+    x_nt, y_nt = dataset.vocab.encode_words(dataset.val_words)
+    logged = evaluations(tmp_path / "run")[-1]
+    assert logged["val_loss"] == pytest.approx(trainer.evaluate(average, x_nt, y_nt, 500), abs=1e-6)
+    assert logged["val_loss"] != pytest.approx(trainer.evaluate(latest, x_nt, y_nt, 500), abs=1e-4)
+    best = mmjax.inference.load(tmp_path / "run")  # the lowest val_loss is at the last step, 20
+    assert int(best.state.step) == min(evaluations(tmp_path / "run"), key=lambda m: m["val_loss"])["step"] == 20
+    jax.tree.map(np.testing.assert_array_equal, best.state.params, average.params)
+    # stopped at 10 and resumed: the same average at 20 as the straight run
+    half = small_config("mlp", **{**STEPS, "max_steps": 10}, val_size=VAL, ema_decay=0.9, dropout=0.2)
+    trainer.train_and_evaluate(half, tmp_path / "resumed", words_file, progress=False)
+    resumed = trainer.train_and_evaluate(config, tmp_path / "resumed", progress=False)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(optimizers.evaluated(resumed).params),
+                 jax.device_get(average.params))
+    population.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, ema_decay=0.9, sweep="dropout=0,0.2"),
+                                  tmp_path / "population", words_file, progress=False)
+    for a, b in zip(evaluations(tmp_path / "population", member=1), evaluations(tmp_path / "run")):
+        assert abs(a["val_loss"] - b["val_loss"]) < 1e-5 and abs(a["test_loss"] - b["test_loss"]) < 1e-5, (a, b)
+    assert_refused(run_command("train.py", "-o", tmp_path / "run", "--resume", "--max-steps", 30, "--ema-decay", 0,
+                               "--no-progress"),
+                   f"{tmp_path / 'run'} holds a run with ema_decay=0.9, and averaging cannot be switched on or off "
+                   "in a run: drop --ema-decay, or pass another -o")
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +280,8 @@ def test_the_record_configs_follow_the_protocol_and_train(tmp_path, words_file):
 @pytest.mark.parametrize("argv, message", [
     (["--dropout", "-0.1"], "dropout must be at least 0 and below 1, got -0.1"),
     (["--val-size", "-1"], "val_size must not be negative, got -1"),
+    (["--ema-decay", "1"], "ema_decay must be at least 0 and below 1, got 1.0: pass a decay such as 0.999"),
+    (["--type", "bigram_counts", "--ema-decay", "0.9"], "the bigram_counts model is fitted in closed form, in one step"),
     (["--val-size", "270"], "val_size must be at least 0 and below the 270 training words, got 270"),
     (["--type", "mlp_bn", "--dropout", "0.1"], "the mlp_bn model has no dropout, got dropout 0.1: pass 0, or a type"),
 ])
