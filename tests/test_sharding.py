@@ -133,7 +133,7 @@ def test_only_process_0_logs_prints_and_samples(words_file, tmp_path, monkeypatc
     monkeypatch.setattr(jax, "process_index", lambda backend=None: 1)
     # Orbax coordinates the processes' saves: it would wait here for a process 0 that does not exist.
     saved = []
-    monkeypatch.setattr(WorkDir, "save", lambda self, state, score: saved.append(int(state.step)))
+    monkeypatch.setattr(WorkDir, "save", lambda self, state, score, best=None: saved.append(int(state.step)))
     argv = ["-i", str(words_file), "-o", str(tmp_path / "run"), "--type", "bigram", *SMALL]  # bigram: compiles fast
     cli.train_main(cli.train_parser().parse_args(argv))
     assert saved == [10, 20]  # every process saves
