@@ -1,4 +1,3 @@
-import collections
 import os
 import pathlib
 import random
@@ -18,17 +17,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     SESSION_CACHE = tempfile.mkdtemp(prefix="mmjax-tests-jax-cache-")
     os.environ.update(JAX_COMPILATION_CACHE_DIR=SESSION_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30))
-
-
-# The test files with the most seconds in CI (--durations, 1 Dec) but few tests: xdist's loadscope would start them
-# last (it orders files by test count), leaving one worker to finish one alone. They go first, the rest by count.
-SLOWEST_FILES = ("test_population", "test_scripts", "test_faults", "test_sharding", "test_notebook", "test_interrupted")
-
-
-def pytest_collection_modifyitems(items):
-    counts = collections.Counter(item.path.stem for item in items)
-    rank = lambda stem: SLOWEST_FILES.index(stem) if stem in SLOWEST_FILES else len(SLOWEST_FILES)
-    items.sort(key=lambda item: (rank(item.path.stem), -counts[item.path.stem], item.path.stem))
 
 
 def pytest_unconfigure(config):
