@@ -4,12 +4,11 @@ test_train.py and test_regularisation.py). Targets from the issues; makemore.py'
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 
 from conftest import ROOT
+from helpers import run_command
 from mmjax import cli
 
 # Test loss at the end of each config's run. mlp: makemore's 2.0531 was a lucky seed (README, Models);
@@ -60,7 +59,7 @@ def test_the_record_ensemble_reproduces_its_figure(names_file, tmp_path):
     run = tmp_path / "ensemble"
     cli.train_main(cli.train_parser().parse_args(["-i", str(names_file), "-o", str(run), "--config",
                                                   str(ROOT / "docs" / "record" / "sweep_lr_long.py"), "--no-progress"]))
-    table = subprocess.run([sys.executable, str(ROOT / "scripts" / "record_table.py"), str(run)], capture_output=True,
-                           text=True, check=True).stdout
+    status, table, err = run_command("scripts/record_table.py", run, timeout=600)
+    assert status == 0, err
     [ensemble] = [row for row in csv.DictReader(io.StringIO(table)) if row["member"] == "ensemble"]
     assert float(ensemble["test_loss"]) <= 1.85 and abs(float(ensemble["test_loss"]) - ENSEMBLE_BEST) <= 0.005
