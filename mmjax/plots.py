@@ -16,7 +16,7 @@ import io
 import jax
 import numpy as np
 
-from mmjax import diagnostics, inference, train
+from mmjax import diagnostics, inference, state
 from mmjax.errors import Parser, UserError, run
 from mmjax.models.bigram_counts import BigramCounts
 from mmjax.workdir import WorkDir
@@ -119,17 +119,18 @@ def main(args):
     import matplotlib.pyplot as plt
 
     workdir = WorkDir(args.work_dir, read_only=True)
-    config, dataset, model, state = inference.load(workdir)
-    metrics = workdir.metrics()
-    initial = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    config, dataset, model, best = inference.load(workdir, args.member)
+    metrics = member_metrics(workdir.metrics(), getattr(best, "member", None))
+    initial = state.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    trained = initial.replace(params=best.params, batch_stats=best.batch_stats)  # a population's best is no TrainState
     x_nt, y_nt = dataset.vocab.encode_words(dataset.train_words)
     figures = {"loss": loss_curves(plt, metrics),
                "bigram_counts": bigram_counts(plt, dataset.vocab, x_nt, y_nt)}
-    if "wte" in state.params:
-        figures["embeddings"] = embeddings(plt, dataset.vocab, np.asarray(state.params["wte"]["embedding"]))
+    if "wte" in best.params:
+        figures["embeddings"] = embeddings(plt, dataset.vocab, np.asarray(best.params["wte"]["embedding"]))
     if not hasattr(model, "fit"):
         batch = x_nt[:config.batch_size], y_nt[:config.batch_size]
-        figures["histograms"] = histograms(plt, [("initialisation", initial), (f"step {int(state.step)}", state)],
+        figures["histograms"] = histograms(plt, [("initialisation", initial), (f"step {int(best.step)}", trained)],
                                            *batch)
     if any("params" in m for m in metrics):
         figures["update_ratio"] = update_ratios(plt, metrics)
@@ -140,9 +141,18 @@ def main(args):
         print(path)
 
 
+def member_metrics(metrics, member):
+    """The metrics of one model, or of a population's member (None: the lines of no member)."""
+    if member is None:
+        return [m for m in metrics if "member" not in m]
+    old = [{"step": m["step"], "loss": m["losses"][member]} for m in metrics if "losses" in m]  # earlier versions'
+    return old + [m for m in metrics if m.get("member") == member]
+
+
 def parser():
     parser = Parser(description="The lectures' pictures of a run, as PNGs in its work dir.")
     parser.add_argument("--work-dir", "-o", default="out", help="a work dir written by train.py")
+    parser.add_argument("--member", type=int, help="a population's member I (default: its best)")
     return parser
 
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mmjax import cli, inference, sampling  # noqa: E402
+from mmjax import devices, inference, sampling  # noqa: E402
 from mmjax.config import base_config  # noqa: E402
 from mmjax.models import create_model  # noqa: E402
 
@@ -130,7 +130,7 @@ def main():
     parser.add_argument("--work-dir", help="a trained transformer run (default: fresh weights, no end-to-end runs)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    cli.one_cpu_device_per_core()  # as sample.py
+    devices.one_cpu_device_per_core()  # as sample.py
     model, variables = load_model(args.work_dir)
     rows = []
     for batch, names, torch_names in ((1000, 20_000, 2000), (1, 500, 50)):

@@ -12,7 +12,7 @@ from conftest import ROOT
 from mmjax import cli
 from mmjax.config import get_config
 from mmjax.input_pipeline import Vocab
-from mmjax.train import create_train_state
+from mmjax.state import create_train_state
 
 # train.py's flags for a model that compiles and trains in a second or two
 SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from mmjax import cli, inference, sampling
-from mmjax.workdir import first_difference
+from mmjax.input_pipeline import first_difference
 from test_bad_input import fails, tree_digest
 
 TINY = ["--type", "bigram", "--no-progress"]
@@ -49,7 +49,7 @@ def test_makemores_commands_train_sample_and_resume(names):
     assert (d / "names" / "words.sha256").read_text() == hashlib.sha256("\n".join(words).encode()).hexdigest() + "\n"
     assert expected in results["sample"].stdout
     latest = sorted(p.name for p in (d / "names" / "checkpoints" / "latest").iterdir())
-    assert latest == ["40"] and int(inference.load(d / "names", "latest").state.step) == 40
+    assert latest == ["40"] and int(inference.load(d / "names", which="latest").state.step) == 40
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_flag_refusals(tmp_path, capsys, argv, message):
 def train_in_process(words, run, *argv):
     cli.train_command(["-i", str(words), "-o", str(run), *TINY, "--max-steps", "60", "--log-every", "10",
                        "--eval-every", "30", *argv])
-    return inference.load(run, "latest").state
+    return inference.load(run, which="latest").state
 
 
 def test_samples_while_training_at_the_end_of_each_dispatch_that_passes_a_multiple(tmp_path, capsys):

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import ROOT
 from helpers import SMALL, fresh_state, small_config
+from mmjax.workdir import WorkDir
 from mmjax import cli, losses, optimizers
 from mmjax.input_pipeline import Dataset, read_words
 from test_bad_input import tree_digest
@@ -95,7 +96,7 @@ def test_clipping_scales_the_gradients_down_to_the_global_norm(gradients, clip_o
         np.testing.assert_allclose(u, -scale * g, rtol=1e-5, atol=1e-12)
 
 
-def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients):
+def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients, tmp_path):
     params, grads, norm = gradients
     clipped = first_update(small_config(grad_clip=norm / 4), params, grads)
     adamw = optax.adamw(5e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01)
@@ -107,5 +108,5 @@ def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients):
         jax.tree.leaves(clipped), jax.tree.leaves(first_update(small_config(), params, grads))))
     states = [jax.eval_shape(optimizers.make_optimizer(small_config(grad_clip=c)).init, params) for c in (0.0, 1.0)]
     assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])  # so --resume can turn clipping on
-    config = cli.resolve_config(cli.train_parser().parse_args(["--grad-clip", "0.5"]))
+    config = cli.resolve_config(cli.train_parser().parse_args(["--grad-clip", "0.5"]), WorkDir(tmp_path / "new"))
     assert config.grad_clip == 0.5
