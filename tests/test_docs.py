@@ -1,7 +1,8 @@
-"""The documentation (DEVELOPERS.md): every relative link and #anchor in README.md, DEVELOPERS.md and
-docs/*.md resolves; every mmjax command line in their code blocks parses with the real argument parsers;
-README.md is a front page of at most 200 lines with the two commands in its first 10. Parsing only: nothing
-trains, so the file takes seconds."""
+"""The documentation (DEVELOPERS.md): every relative link and #anchor in README.md, DEVELOPERS.md, docs/*.md
+and the notebook's text resolves; every mmjax command line in their code blocks parses with the real argument
+parsers (train.py, sample.py, mmjax-train, mmjax-sample, python -m mmjax, mmjax.interop, mmjax.plots,
+mmjax.backprop); README.md is a front page of at most 200 lines with the two commands in its first 10.
+Parsing only: nothing trains, so the file takes seconds."""
 
 import collections
 import json
