@@ -1,4 +1,4 @@
-"""The record's table (issue 15, README "Regularisation and validation"): every configuration a run tried,
+"""The record's table (issue 15, docs/record.md): every configuration a run tried,
 chosen on its validation set, with the test loss read where validation chose.
 
     python scripts/record_table.py WORKDIR [WORKDIR ...] [--csv docs/record/runs.csv]

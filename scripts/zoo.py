@@ -1,9 +1,9 @@
-"""Regenerates the README's model table: every model trained on names.txt under makemore's protocol.
+"""Regenerates the model table of docs/models.md: every model trained on names.txt under makemore's protocol.
 
     python scripts/zoo.py [-i ../shared/data/names.txt] [--types mlp,gru] [--max-steps N] [--json zoo.json]
 
 Each model trains with its own config (configs/TYPE.py: 10,000 steps for makemore's models, the
-lectures' 200,000 SGD steps for mlp_bn and wavenet) into WORKDIR/TYPE; the table gives its
+lectures' SGD for mlp_bn, 200,000 steps, and wavenet, 30,000) into WORKDIR/TYPE; the table gives its
 parameters, the test loss at the end and the best one, and the median ms/step of compiled training
 (500-step dispatches after a warm-up, timed apart from the run).
 """

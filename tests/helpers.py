@@ -50,7 +50,7 @@ def run_command(script, *argv, env=None, timeout=300):
 
 
 def assert_refused(result, message):
-    """A refusal as the README promises it: exit status 2 and one line on stderr with `message`."""
+    """A refusal as docs/troubleshooting.md promises it: exit status 2 and one line on stderr with `message`."""
     status, _, err = result
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, (status, err)
 
