@@ -52,7 +52,7 @@ def start_platform(device):
         jax.extend.backend.clear_backends()
         seen = sorted(jax.extend.backend.backends())
         raise UserError(f"--device {device}: jax sees no {PLATFORMS[name]} device here, only {', '.join(seen)}: "
-                        f"pass --device {seen[0]}, or install jax for {name} (README: GPU, TPU and several devices)"
+                        f"pass --device {seen[0]}, or install jax for {name} (docs/devices.md)"
                         ) from None
 
 

@@ -108,7 +108,7 @@ def test_an_absent_device_names_the_platforms_jax_sees(tmp_path, device, platfor
     result = train_py("--device", device, "-o", tmp_path / "run")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (f"error: --device {device}: jax sees no {platform} device here, only cpu: pass --device "
-                             f"cpu, or install jax for {name} (README: GPU, TPU and several devices)\n")
+                             f"cpu, or install jax for {name} (docs/devices.md)\n")
     assert not (tmp_path / "run").exists()
 
 
