@@ -1,5 +1,6 @@
-"""The command lines: `mmjax-train` (train.py, `python -m mmjax train`) and `mmjax-sample` (sample.py,
-`python -m mmjax sample`) parse their flags into a config and call the Python API."""
+"""The command lines: `mmjax-train` (train.py, `python -m mmjax train`), `mmjax-sample` (sample.py,
+`python -m mmjax sample`) and `mmjax-score` (`python -m mmjax score`) parse their flags into a config and
+call the Python API."""
 
 import argparse
 import functools
@@ -8,11 +9,12 @@ import os
 import pathlib
 import shlex
 import sys
+import time
 
 import jax
 import jax.extend.backend
 
-from mmjax import backprop, diagnostics, inference, losses, population, sampling, stopping, train
+from mmjax import backprop, diagnostics, inference, losses, plots, population, sampling, scoring, stopping, train
 from mmjax import config as config_lib
 from mmjax.errors import Parser, UserError, run
 from mmjax.workdir import WorkDir
@@ -237,6 +239,14 @@ def sample_parser(prog=None):
     parser.add_argument("--new", action="store_true", help="no name of the training or test words")
     parser.add_argument("--member", type=int, help="a population's member I (default: its best)")
     parser.add_argument("--ensemble", action="store_true", help="a population: sample from all members' mixture")
+    # the constraints: the plain sampler's stream with the other names left out (see sampling.Constraint)
+    parser.add_argument("--suffix", default="", help="only names that end with these characters")
+    parser.add_argument("--contains", default="", help="only names that contain these characters")
+    parser.add_argument("--regex", help="only names that match this Python regular expression (re.fullmatch)")
+    parser.add_argument("--min-length", type=int, help="only names of at least this many characters (prefix included)")
+    parser.add_argument("--max-length", type=int, help="only names of at most this many characters")
+    parser.add_argument("--most-likely", type=int, metavar="N", help="list the N most probable names instead, "
+                        "exactly, best first (temperature 1; the constraints and --new apply)")
     return parser
 
 
@@ -247,8 +257,12 @@ def sample_main(args, whole_process=False):
     workdir = WorkDir(args.work_dir, read_only=True)
     config = workdir.load_config()
     options = {k: getattr(args, k) for k in ("num_samples", "seed", "temperature", "top_k", "top_p")}
-    words = print_samples(workdir, config, prefix=args.prefix, batch_size=args.batch_size, unique=args.unique,
-                          new=args.new, member=args.member, ensemble=args.ensemble, **options)
+    filters = {k: getattr(args, k) for k in sampling.FILTERS}
+    if args.most_likely is not None:
+        words = print_most_likely(args, sampling.Constraint(args.prefix, **filters), options)
+    else:
+        words = print_samples(workdir, config, prefix=args.prefix, batch_size=args.batch_size, unique=args.unique,
+                              new=args.new, member=args.member, ensemble=args.ensemble, **filters, **options)
     if args.out:
         try:
             pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
@@ -266,9 +280,73 @@ def print_samples(workdir, config, member=None, ensemble=False, **options):
     defaults = {k: config[k] for k in ("num_samples", "seed", "temperature", "top_k", "top_p")}
     words, draws = inference.draw(loaded, **{**defaults, **given})
     print(sampling.report(words, loaded.dataset))
-    if options.get("unique") or options.get("new"):
-        print(f"{len(words)} names from {draws} draws: {draws / len(words):.2f} draws per name")
+    filtered = any(options.get(k) not in (None, "") for k in sampling.FILTERS)
+    if options.get("unique") or options.get("new") or filtered:
+        rate = f", acceptance rate {len(words) / draws:.2%}" if filtered else ""
+        print(f"{len(words)} names from {draws} draws: {draws / len(words):.2f} draws per name{rate}")
     return words
+
+
+def print_most_likely(args, constraint, options):
+    """sample.py --most-likely N: the table of the N most probable names, their probabilities and
+    whether the data has them; -n and the sampling options do not apply (--unique changes nothing)."""
+    given = [k for k, v in options.items() if v is not None and k != "seed"]
+    if given:
+        raise UserError(f"--most-likely lists the names most probable under the model itself (temperature 1, every "
+                        f"token), so --{given[0].replace('_', '-')} does not apply: drop it")
+    run = scoring.load(args.work_dir, args.member, args.ensemble)
+    start = time.perf_counter()
+    found, expanded = scoring.search(run, args.most_likely, constraint, new=args.new)
+    elapsed = time.perf_counter() - start
+    print(scoring.most_likely_table(found, run.dataset))
+    print(f"the {len(found)} most likely names hold {sum(p for _, p in found):.2%} of the model's probability; "
+          f"{expanded:,} prefixes expanded in {elapsed:.2f} s")
+    return [word for word, _ in found]
+
+
+def score_parser(prog=None):
+    parser = Parser(prog=prog, description="Score names under the best checkpoint of a work dir: each name's "
+                    "negative log-likelihood in nats (nll, the end of the name included, as the training loss "
+                    "counts it), per character (nll / (letters + 1)), its perplexity (exp of that), the "
+                    "surprisal of each character and of the end ('.'), and its percentile: the % of the run's "
+                    "test words that are less likely per character (100: more typical than all of them).")
+    parser.add_argument("names", nargs="*", help="the names to score")
+    parser.add_argument("--work-dir", "-o", default="out", help="a work dir written by train.py")
+    parser.add_argument("--file", action="append", default=[], help="also score this file's names, one a line "
+                        "('-': standard input; repeatable)")
+    parser.add_argument("--json", action="store_true", help="a JSON list of objects with the keys name, nll, "
+                        "nll_per_char, perplexity, surprisal (a list) and percentile, rather than a table")
+    parser.add_argument("--plot", metavar="PNG", help="also draw the surprisals as a heatmap in this PNG file")
+    parser.add_argument("--batch-size", type=int, default=scoring.SCORE_ROWS, help="names scored together "
+                        "(bounds memory; the scores do not depend on it)")
+    parser.add_argument("--member", type=int, help="a population's member I (default: its best)")
+    parser.add_argument("--ensemble", action="store_true", help="a population: score under all members' mixture")
+    return parser
+
+
+def read_names(path):
+    """One name a line (stripped; blank lines dropped), from a file or, for '-', standard input."""
+    try:
+        text = sys.stdin.read() if path == "-" else pathlib.Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read --file {path} ({getattr(e, 'strerror', None) or e}): pass a UTF-8 text "
+                        "file, one name a line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def score_main(args, whole_process=False):
+    """`whole_process`: as for train_main (the rows of each batch split over the CPU's cores)."""
+    if whole_process:
+        one_cpu_device_per_core()
+    names = args.names + [name for path in args.file for name in read_names(path)]
+    if not names:
+        raise UserError("no names to score: give them after the flags, or --file F with one name a line")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be 1 or more, got {args.batch_size}: pass a positive number")
+    scores = scoring.score(args.work_dir, names, args.batch_size, args.member, args.ensemble)
+    print(json.dumps(scores) if args.json else scoring.score_table(scores))
+    if args.plot:
+        plots.surprisal(scores, args.plot)
 
 
 def train_command(argv=None, prog=None):
@@ -282,3 +360,7 @@ def train_command(argv=None, prog=None):
 
 def sample_command(argv=None, prog=None):
     run(functools.partial(sample_main, whole_process=argv is None), sample_parser(prog), argv)
+
+
+def score_command(argv=None, prog=None):
+    run(functools.partial(score_main, whole_process=argv is None), score_parser(prog), argv)

@@ -29,17 +29,21 @@ def load(workdir, which="best"):
 
 
 def sample(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",
-           batch_size=1000, unique=False, new=False):
+           batch_size=1000, unique=False, new=False, suffix="", contains="", regex=None, min_length=None,
+           max_length=None):
     """`num_samples` words from the best checkpoint of `workdir` (a path, a WorkDir or a loaded Run), as a
     list; prints nothing. Options left None take the run's config (50 samples, its seed, temperature 1,
     all tokens). Sample i depends only on (seed, i). `unique`: no word twice; `new`: no word of the
-    training or test set (both: the first such words in sample order; a UserError if 100 draws per
-    name asked do not give them)."""
-    return draw(workdir, num_samples, seed, temperature, top_k, top_p, prefix, batch_size, unique, new)[0]
+    training or test set; `suffix`, `contains`, `regex` (re.fullmatch), `min_length`, `max_length`: only
+    such names (sampling.Constraint). With any of these: the first such words in sample order; a UserError
+    if 100 draws per name asked (1000 with a suffix, ... max_length) do not give them."""
+    return draw(workdir, num_samples, seed, temperature, top_k, top_p, prefix, batch_size, unique, new, suffix,
+                contains, regex, min_length, max_length)[0]
 
 
 def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",
-         batch_size=1000, unique=False, new=False):
+         batch_size=1000, unique=False, new=False, suffix="", contains="", regex=None, min_length=None,
+         max_length=None):
     """`sample`'s words, and the number of samples drawn to get them."""
     config, dataset, model, state = workdir if isinstance(workdir, Run) else load(workdir)
     given = dict(num_samples=num_samples, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -51,18 +55,13 @@ def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top
         if not ok:
             value = batch_size if name == "batch_size" else options[name]
             raise UserError(f"sampling {name} must be {allowed}, got {value}: pass a value in that range")
-    if len(prefix) >= dataset.vocab.block_size:
-        raise UserError(f"prefix {prefix!r} is longer than the longest word ({dataset.vocab.max_word_length}): "
-                        "shorten it")
-    unknown = "".join(sorted(set(prefix) - set(dataset.vocab.chars)))
-    if unknown:
-        raise UserError(f"prefix has characters {unknown!r} that are not in the vocabulary: "
-                        f"use only {''.join(dataset.vocab.chars)!r}")
+    constraint = sampling.Constraint(prefix, suffix, contains, regex, min_length, max_length)
+    constraint.check(dataset.vocab)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     seed, num_samples = options.pop("seed"), options.pop("num_samples")
     kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options))
-    if not (unique or new):
+    if not (unique or new or constraint.filters):
         return sampling.sample_words(model, variables, dataset.vocab, seed, num_samples, **kwargs), num_samples
     exclude = frozenset(dataset.train_words + dataset.val_words + dataset.test_words) if new else frozenset()
     return sampling.draw_words(model, variables, dataset.vocab, seed, num_samples, exclude=exclude, unique=unique,
-                               **kwargs)
+                               constraint=constraint, **kwargs)
