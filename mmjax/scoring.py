@@ -152,9 +152,10 @@ def score(workdir, names, batch_size=SCORE_ROWS, member=None, ensemble=False):
     log-likelihood in nats, the stop included (so the test words' summed nll over their summed
     len + 1 is the run's test loss); `nll_per_char` = nll / (len + 1); `perplexity` = exp(nll_per_char);
     `surprisal`, -log p of each character and, last, of the stop (they sum to nll); `percentile`, the %
-    of the run's test words whose nll_per_char is higher (ties half; None without test words)."""
+    of the run's test words whose nll_per_char is higher (ties half; None without test words). One name
+    alone (a str) is a list of one."""
     run = load(workdir, member, ensemble)
-    names, test_words = list(names), run.dataset.test_words
+    names, test_words = [names] if isinstance(names, str) else list(names), run.dataset.test_words
     surprisal_nt, length_n = surprisals(run, names + test_words, batch_size)  # one pass: shared batches
     nll_n = surprisal_nt.sum(axis=1, dtype=np.float64)
     per_char_n = nll_n / (length_n + 1)
