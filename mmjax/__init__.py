@@ -3,6 +3,8 @@
     config = mmjax.get_config("transformer", max_steps=2000)   # configs/TYPE.py with overrides, locked
     state = mmjax.train_and_evaluate(config, "out")              # trains a new run in out/, or resumes it
     names = mmjax.sample("out", num_samples=20, seed=1)          # a list of words
+    scores = mmjax.score("out", ["emma", "zyx"])                 # a dict per name: nll, surprisal, percentile...
+    top = mmjax.most_likely("out", 20, prefix="ma")              # [(name, probability)], most probable first
 """
 
 import importlib
@@ -10,7 +12,8 @@ import importlib.util
 
 # Each name is imported from its module when first used, so that importing one module of the package (the
 # sampler, say) does not import the others (the trainer).
-API = {"get_config": "mmjax.config", "sample": "mmjax.inference", "train_and_evaluate": "mmjax.train"}
+API = {"get_config": "mmjax.config", "most_likely": "mmjax.scoring", "sample": "mmjax.inference",
+       "score": "mmjax.scoring", "train_and_evaluate": "mmjax.train"}
 __all__ = list(API)
 
 

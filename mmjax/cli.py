@@ -1,17 +1,20 @@
-"""The command lines: `mmjax-train` (train.py, `python -m mmjax train`) and `mmjax-sample` (sample.py,
-`python -m mmjax sample`) parse their flags into a config and call the Python API."""
+"""The command lines: `mmjax-train` (train.py, `python -m mmjax train`), `mmjax-sample` (sample.py,
+`python -m mmjax sample`) and `mmjax-score` (`python -m mmjax score`) parse their flags (mmjax/flags.py) into
+a config and call the Python API."""
 
 import functools
+import json
 import pathlib
 import shlex
 import sys
+import time
 
 import jax
 
 from mmjax import config as config_lib
-from mmjax import devices, inference, population, sampling, stopping, train
+from mmjax import devices, inference, population, sampling, scoring, stopping, train
 from mmjax.errors import UserError, run
-from mmjax.flags import SAMPLE_FLAGS, overrides, sample_parser, train_parser
+from mmjax.flags import overrides, sample_options, sample_parser, score_parser, train_parser
 from mmjax.workdir import WorkDir
 
 SAMPLING = ("num_samples", "seed", "temperature", "top_k", "top_p")  # the config's fields for --sample-only
@@ -69,8 +72,11 @@ def train_main(args, whole_process=False):
 def sample_main(args, whole_process=False):
     """`whole_process`: as for train_main."""
     devices.setup(cpu_device_per_core=whole_process)
-    options = {flags[0][2:].replace("-", "_"): getattr(args, flags[0][2:].replace("-", "_")) for flags, _ in SAMPLE_FLAGS}
-    words = print_samples(WorkDir(args.work_dir, read_only=True), **{k: v for k, v in options.items() if k != "out"})
+    options, workdir = sample_options(args), WorkDir(args.work_dir, read_only=True)
+    if args.most_likely is None:
+        words = print_samples(workdir, **options)
+    else:
+        words = print_most_likely(workdir, args.most_likely, **options)
     if args.out:
         try:
             pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
@@ -86,9 +92,44 @@ def print_samples(workdir, member=None, ensemble=False, **options):
         return []
     words, draws = inference.draw(loaded, **options)
     print(sampling.report(words, loaded.dataset))
-    if options.get("unique") or options.get("new"):
-        print(f"{len(words)} names from {draws} draws: {draws / len(words):.2f} draws per name")
+    filtered = any(options.get(k) not in (None, "") for k in sampling.FILTERS)
+    if options.get("unique") or options.get("new") or filtered:
+        rate = f", acceptance rate {len(words) / draws:.2%}" if filtered else ""
+        print(f"{len(words)} names from {draws} draws: {draws / len(words):.2f} draws per name{rate}")
     return words
+
+
+def print_most_likely(workdir, n, member=None, ensemble=False, new=False, unique=False, batch_size=None, **options):
+    """sample.py --most-likely N: the table of the N most probable names, their probabilities and whether the
+    run's words have them; -n and the sampling options do not apply (--unique changes nothing)."""
+    given = [k for k in SAMPLING if k != "seed" and options.pop(k, None) is not None]
+    if given:
+        raise UserError(f"--most-likely lists the names most probable under the model itself (temperature 1, every "
+                        f"token), so --{given[0].replace('_', '-')} does not apply: drop it")
+    options.pop("seed", None)
+    loaded = inference.load(workdir, member, ensemble)
+    start = time.perf_counter()
+    found, expanded = scoring.search(loaded, n, sampling.Constraint(**options), new=new)
+    print(scoring.most_likely_table(found, loaded.dataset))
+    print(f"the {len(found)} most likely names hold {sum(p for _, p in found):.2%} of the model's probability; "
+          f"{expanded:,} prefixes expanded in {time.perf_counter() - start:.2f} s")
+    return [word for word, _ in found]
+
+
+def score_main(args, whole_process=False):
+    """`whole_process`: as for train_main (the rows of each batch split over the CPU's cores)."""
+    devices.setup(cpu_device_per_core=whole_process)
+    names = args.names + [name for path in args.file for name in scoring.read_names(path)]
+    if not names:
+        raise UserError("no names to score: give them after the flags, or --file F with one name a line")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be 1 or more, got {args.batch_size}: pass a positive number")
+    scores = scoring.score(args.work_dir, names, args.batch_size, args.member, args.ensemble)
+    print(json.dumps(scores) if args.json else scoring.score_table(scores))
+    if args.plot:
+        from mmjax import plots  # matplotlib: only for --plot
+
+        plots.surprisal(scores, args.plot)
 
 
 def train_command(argv=None, prog=None):
@@ -102,3 +143,7 @@ def train_command(argv=None, prog=None):
 
 def sample_command(argv=None, prog=None):
     run(functools.partial(sample_main, whole_process=argv is None), sample_parser(prog), argv)
+
+
+def score_command(argv=None, prog=None):
+    run(functools.partial(score_main, whole_process=argv is None), score_parser(prog), argv)

@@ -85,6 +85,14 @@ SAMPLE_FLAGS = [
     (("--new",), dict(action="store_true", help="no name of the training or test words")),
     (("--member",), dict(type=int, help="a population's member I (default: its best)")),
     (("--ensemble",), dict(action="store_true", help="a population: sample from all members' mixture")),
+    # the constraints: the plain sampler's stream with the other names left out (sampling.Constraint)
+    (("--suffix",), dict(default="", help="only names that end with these characters")),
+    (("--contains",), dict(default="", help="only names that contain these characters")),
+    (("--regex",), dict(help="only names that match this Python regular expression (re.fullmatch)")),
+    (("--min-length",), dict(type=int, help="only names of at least this many characters (prefix included)")),
+    (("--max-length",), dict(type=int, help="only names of at most this many characters")),
+    (("--most-likely",), dict(type=int, metavar="N", help="list the N most probable names instead, exactly, "
+                              "best first (temperature 1; the constraints and --new apply)")),
 ]
 
 
@@ -93,4 +101,33 @@ def sample_parser(prog=None):
     parser.add_argument("--work-dir", "-o", default="out", help="a work dir written by train.py")
     for flags, options in SAMPLE_FLAGS:
         parser.add_argument(*flags, **options)
+    return parser
+
+
+def sample_options(args):
+    """The sampler's keywords (inference.draw's) that sample.py's flags give."""
+    dests = [flags[0][2:].replace("-", "_") for flags, _ in SAMPLE_FLAGS]
+    return {dest: getattr(args, dest) for dest in dests if dest not in ("out", "most_likely")}
+
+
+def score_parser(prog=None):
+    from mmjax.scoring import SCORE_ROWS
+
+    parser = Parser(prog=prog, description="Score names under the best checkpoint of a work dir: each name's "
+                    "negative log-likelihood in nats (nll, the end of the name included, as the training loss "
+                    "counts it), per character (nll / (letters + 1)), its perplexity (exp of that), the "
+                    "surprisal of each character and of the end ('.'), and its percentile: the % of the run's "
+                    "test words that are less likely per character (100: more typical than all of them).")
+    add = parser.add_argument
+    add("names", nargs="*", help="the names to score")
+    add("--work-dir", "-o", default="out", help="a work dir written by train.py")
+    add("--file", action="append", default=[], help="also score this file's names, one a line ('-': standard "
+        "input; repeatable)")
+    add("--json", action="store_true", help="a JSON list of objects with the keys name, nll, nll_per_char, "
+        "perplexity, surprisal (a list) and percentile, rather than a table")
+    add("--plot", metavar="PNG", help="also draw the surprisals as a heatmap in this PNG file")
+    add("--batch-size", type=int, default=SCORE_ROWS, help="names scored together (bounds memory; the scores do "
+        "not depend on it)")
+    add("--member", type=int, help="a population's member I (default: its best)")
+    add("--ensemble", action="store_true", help="a population: score under all members' mixture")
     return parser

@@ -54,18 +54,20 @@ def check_restored(restored, workdir):
 
 
 def sample(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",
-           batch_size=1000, unique=False, new=False, member=None, ensemble=False):
+           batch_size=1000, unique=False, new=False, member=None, ensemble=False, **constraints):
     """`num_samples` words from the best checkpoint of `workdir` (a path, a WorkDir or a loaded Run), as a
-    list; prints nothing. A population's: its best member's, member `member`'s, or its `ensemble`'s. Options left None take the run's config (50 samples, its seed, temperature 1,
-    all tokens). Sample i depends only on (seed, i). `unique`: no word twice; `new`: no word of the
-    training or test set (both: the first such words in sample order; a UserError if 100 draws per
-    name asked do not give them)."""
+    list; prints nothing. A population's: its best member's, member `member`'s, or its `ensemble`'s. Options
+    left None take the run's config (50 samples, its seed, temperature 1, all tokens). Sample i depends only
+    on (seed, i). `unique`: no word twice; `new`: no word of the training or test set; `constraints`
+    (`suffix`, `contains`, `regex` (re.fullmatch), `min_length`, `max_length`): only such names
+    (sampling.Constraint). With any of these: the first such words in sample order; a UserError if 100 draws
+    per name asked (1000 with a constraint) do not give them."""
     return draw(workdir, num_samples, seed, temperature, top_k, top_p, prefix, batch_size, unique, new, member,
-                ensemble)[0]
+                ensemble, **constraints)[0]
 
 
 def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",
-         batch_size=1000, unique=False, new=False, member=None, ensemble=False):
+         batch_size=1000, unique=False, new=False, member=None, ensemble=False, **constraints):
     """`sample`'s words, and the number of samples drawn to get them."""
     config, dataset, model, restored = workdir if isinstance(workdir, Run) else load(workdir, member, ensemble)
     given = dict(num_samples=num_samples, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -77,18 +79,13 @@ def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top
         if not ok:
             value = batch_size if name == "batch_size" else options[name]
             raise UserError(f"sampling {name} must be {allowed}, got {value}: pass a value in that range")
-    if len(prefix) >= dataset.vocab.block_size:
-        raise UserError(f"prefix {prefix!r} is longer than the longest word ({dataset.vocab.max_word_length}): "
-                        "shorten it")
-    unknown = "".join(sorted(set(prefix) - set(dataset.vocab.chars)))
-    if unknown:
-        raise UserError(f"prefix has characters {unknown!r} that are not in the vocabulary: "
-                        f"use only {''.join(dataset.vocab.chars)!r}")
+    constraint = sampling.Constraint(prefix, **constraints)
+    constraint.check(dataset.vocab)
     variables = {"params": restored.params, "batch_stats": restored.batch_stats}
     seed, num_samples = options.pop("seed"), options.pop("num_samples")
     kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options))
-    if not (unique or new):
+    if not (unique or new or constraint.filters):
         return sampling.sample_words(model, variables, dataset.vocab, seed, num_samples, **kwargs), num_samples
     exclude = frozenset(dataset.train_words + dataset.val_words + dataset.test_words) if new else frozenset()
     return sampling.draw_words(model, variables, dataset.vocab, seed, num_samples, exclude=exclude, unique=unique,
-                               **kwargs)
+                               constraint=constraint, **kwargs)

@@ -9,6 +9,8 @@
 - histograms.png: lecture 3's distributions of each layer's output and of the gradient there (see
   mmjax.diagnostics) on the first batch of training words, at initialisation and at the best checkpoint.
 - update_ratio.png: lecture 3's log10 update:data ratio of each weight matrix at each evaluation.
+
+`surprisal(mmjax.score(...), path)` draws names' per-character surprisals (mmjax-score --plot).
 """
 
 import io
@@ -110,7 +112,33 @@ def save_png(fig, path):
     Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
 
 
-def main(args):
+def surprisal(scores, path="surprisal.png"):
+    """A heatmap of mmjax.score's results (its list of dicts): a row per name, a cell per character and,
+    last, the end ('.'), coloured by the character's surprisal in nats: where the model was surprised.
+    Writes the PNG at `path` and returns it."""
+    plt = pyplot()
+    width = max(len(s["surprisal"]) for s in scores)
+    grid_nt = np.full((len(scores), width), np.nan)
+    for row, s in enumerate(scores):
+        grid_nt[row, :len(s["surprisal"])] = s["surprisal"]
+    fig, ax = plt.subplots(figsize=(0.42 * width + 2.5, 0.32 * len(scores) + 1.2))
+    image = ax.imshow(np.ma.masked_invalid(grid_nt), cmap="magma_r", vmin=0, aspect="auto", interpolation="nearest")
+    light = np.nanmax(grid_nt) / 2
+    for row, s in enumerate(scores):
+        for column, char in enumerate(s["name"] + "."):
+            ax.text(column, row, char, ha="center", va="center", fontsize=8,
+                    color="white" if grid_nt[row, column] > light else "black")
+    ax.set_yticks(range(len(scores)), [f"{s['name']} ({s['nll_per_char']:.2f})" for s in scores], fontsize=8)
+    ax.set_xticks(range(width), [str(t) for t in range(width)], fontsize=7)
+    ax.set(xlabel="position ('.': the end)", title="surprisal of each character (name: nll per char)")
+    fig.colorbar(image, ax=ax, label="surprisal (nats)")
+    save_png(fig, path)
+    plt.close(fig)
+    return path
+
+
+def pyplot():
+    """matplotlib.pyplot, drawing to files; a UserError without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -118,6 +146,11 @@ def main(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def main(args):
+    plt = pyplot()
     workdir = WorkDir(args.work_dir, read_only=True)
     config, dataset, model, best = inference.load(workdir, args.member)
     metrics = member_metrics(workdir.metrics(), getattr(best, "member", None))

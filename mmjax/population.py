@@ -154,9 +154,10 @@ def table(rows):
 
 @dataclasses.dataclass(frozen=True)
 class Mixture:
-    """The ensemble as a model to sample from: the average of the members' next-token probabilities,
-    through the decode interface that sampling.py drives (`block_size`, and `apply(variables, ...,
-    method="decode_init" | "decode_step")`), the members' variables stacked on axis 0."""
+    """The ensemble as a model to sample from or score: the average of the members' next-token
+    probabilities, through the decode interface that sampling.py drives (`block_size`, and
+    `apply(variables, ..., method="decode_init" | "decode_step")`) and the full forward pass
+    (`apply(variables, idx_bt)`, mmjax.scoring's), the members' variables stacked on axis 0."""
 
     model: Any
 
@@ -164,7 +165,9 @@ class Mixture:
     def block_size(self):
         return self.model.block_size
 
-    def apply(self, variables_k, *args, method):
+    def apply(self, variables_k, *args, method=None):
+        if method is None:  # every position at once: each member's logits, mixed per position
+            return steps.mixture_logits(jax.vmap(lambda variables: self.model.apply(variables, *args))(variables_k))
         if method == "decode_init":
             return jax.vmap(lambda variables: self.model.apply(variables, *args, method=method))(variables_k)
         carry_k, *inputs = args  # decode_step(carry, token_b, ...): each member its carry, the same inputs

@@ -97,6 +97,8 @@ PARSERS = {  # the words that start a command -> a function that parses (and che
     ("mmjax-sample",): lambda argv: cli.sample_parser("mmjax-sample").parse_args(argv),
     ("python", "-m", "mmjax", "train"): lambda argv: cli.train_parser("python -m mmjax train").parse_args(argv),
     ("python", "-m", "mmjax", "sample"): lambda argv: cli.sample_parser("python -m mmjax sample").parse_args(argv),
+    ("mmjax-score",): lambda argv: cli.score_parser("mmjax-score").parse_args(argv),
+    ("python", "-m", "mmjax", "score"): lambda argv: cli.score_parser("python -m mmjax score").parse_args(argv),
     ("python", "-m", "mmjax.interop"): interop_args,
     ("python", "-m", "mmjax.plots"): lambda argv: plots.parser().parse_args(argv),
     ("python", "-m", "mmjax.backprop"): lambda argv: backprop.parser().parse_args(argv),
@@ -105,7 +107,10 @@ PARSERS = {  # the words that start a command -> a function that parses (and che
 
 def commands(line):
     """The mmjax commands of a shell line, each as its words: split at &&, ||, |, ; and &, comments and
-    leading VAR=value assignments dropped, a `$ ` prompt ignored."""
+    leading VAR=value assignments dropped, a `$ ` prompt ignored; a line that names no command (a command's
+    output) has none."""
+    if not re.search(r"\b(python3?|mmjax-(train|sample|score))\b", line):
+        return []
     lexer = shlex.shlex(line.removeprefix("$ "), posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     segments, words = [], []
@@ -117,7 +122,7 @@ def commands(line):
             words = []
         else:
             words.append(token)
-    return [s for s in segments if s[:1] in (["python"], ["mmjax-train"], ["mmjax-sample"])
+    return [s for s in segments if s[:1] in (["python"], ["mmjax-train"], ["mmjax-sample"], ["mmjax-score"])
             and (s[1:2] != ["-m"] or s[2:3] and s[2].startswith("mmjax"))
             and not (s[0] == "python" and s[1:2] and s[1].startswith("scripts/"))]
 
