@@ -60,7 +60,8 @@ def base_config():
     config.ema_decay = 0.0  # > 0: evaluate, sample and keep as best an average of the parameters (optimizers.py)
     config.compute_dtype = "float32"  # "bfloat16": mixed precision for GPU/TPU (parameters stay float32)
     config.manual_grad = False  # mlp_bn: train with lecture 4's manual backward pass (mmjax/backprop.py)
-    config.diagnostics = True  # record lecture 3's diagnostics at each evaluation (mmjax/diagnostics.py)
+    config.diagnostics = False  # record lecture 3's diagnostics at each evaluation (mmjax/diagnostics.py; on in its
+    # configs: they compile a backward pass of their own, seconds at the start of every other run)
     # Population (mmjax/population.py): many models in one compiled program.
     config.population = 0  # > 0: that many seeds (seed, seed + 1, ...) per sweep setting
     config.sweep = ""  # "FIELD=V1,V2;FIELD=..." (--sweep): the grid of hyper-parameters the population covers

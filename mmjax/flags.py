@@ -44,6 +44,8 @@ def train_parser(prog=None):
     add("--encoding", default="utf-8", help="text encoding of the input file")
     add("--max-word-length", type=int, help="refuse input lines longer than this (default: no limit)")
     add("--dedupe", action="store_true", default=None, help="drop repeated lines before the split")
+    add("--diagnostics", action="store_true", default=None, help="record lecture 3's statistics of activations, "
+        "gradients and updates at each evaluation (on in configs/mlp_bn.py and wavenet.py; docs/lectures.md)")
     add("--manual-grad", action="store_true", default=None,
         help="mlp_bn: gradients by lecture 4's manual backward pass (mmjax/backprop.py)")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -62,7 +64,7 @@ def train_parser(prog=None):
 
 
 def overrides(args):
-    fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe", "manual_grad"]
+    fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe", "diagnostics", "manual_grad"]
     changes = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     if getattr(args, "sweep", None):
         changes["sweep"] = ";".join(args.sweep)
