@@ -54,7 +54,8 @@ def train_main(args, whole_process=False):
     the CPU has; called from Python (a notebook), it leaves the session's jax as it is."""
     workdir = WorkDir(args.work_dir, read_only=args.sample_only)
     config = resolve_config(args, workdir)
-    devices.setup(args.device, args.distributed, whole_process=whole_process,
+    peers = (args.coordinator, args.num_processes, args.process_id, args.join_timeout) if args.distributed else None
+    devices.setup(args.device, peers, whole_process=whole_process,
                   cpu_device_per_core=whole_process and (args.sample_only or population.is_population(config)))
     if args.input_file and (args.resume or args.sample_only):  # makemore's habit: accepted if they are the
         workdir.check_input(args.input_file, args.encoding)      # run's words, and not used

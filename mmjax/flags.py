@@ -53,8 +53,13 @@ def train_parser(prog=None):
     add("--manual-grad", action="store_true", default=None,
         help="mlp_bn: gradients by lecture 4's manual backward pass (mmjax/backprop.py)")
     add("--no-progress", action="store_true", help="no progress bar")
-    add("--distributed", action="store_true",
-        help="one of several processes (hosts): jax.distributed.initialize() first; docs/devices.md")
+    add("--distributed", action="store_true", help="one of several processes (hosts) that train together; "
+        "without a cluster manager also --coordinator, --num-processes, --process-id (docs/devices.md)")
+    add("--coordinator", metavar="HOST:PORT", help="--distributed: process 0's address and a free port, the same "
+        "on every process (default: $JAX_COORDINATOR_ADDRESS)")
+    add("--num-processes", type=int, help="--distributed: how many processes train together")
+    add("--process-id", type=int, help="--distributed: this process's number, 0 (the coordinator) to N-1")
+    add("--join-timeout", type=int, default=60, help="--distributed: seconds to wait for the other processes")
     add("--device", type=devices.device_flag, help="cpu, cuda (or gpu), cuda:N (GPU N alone), tpu, or mps (jax's "
         "Metal plugin): the jax platform to train on (default: jax's choice, an accelerator if there is one)")
     add("--num-workers", type=int, help="makemore's DataLoader workers: accepted, and no effect (the words live "

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax import config as config_lib
-from mmjax import optimizers, state, steps
+from mmjax import optimizers, sampling, state, steps
 from mmjax.errors import UserError
 
 SWEEPABLE = (*optimizers.HYPERPARAMS, "seed", "dropout")
@@ -207,6 +207,15 @@ def abstract_checkpoint(config, vocab):
     if config.pbt:  # the members' dropout rates, which the exploits change
         checkpoint["dropout"] = jax.ShapeDtypeStruct((len(configs),), jnp.float32)
     return checkpoint
+
+
+def mesh(size):
+    """The members' mesh: one "pop" axis over as many devices as divide `size`, every host's when several
+    processes train together (each holds its members), else this process's; None for one device."""
+    if jax.process_count() == 1:
+        return sampling.local_mesh(size, "pop")
+    devices = math.gcd(size, jax.device_count())
+    return jax.make_mesh((devices,), ("pop",), (jax.sharding.AxisType.Auto,), devices=jax.devices()[:devices])
 
 
 def unstack(tree, i):

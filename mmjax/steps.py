@@ -73,6 +73,19 @@ def population_eval_step(states, x_bt, y_bt, compute_dtype="float32", spmd_axis=
     return jnp.append(nll_k, nll), count
 
 
+def fetch(tree):
+    """Host (numpy) copies of a tree's arrays; those spread over several hosts' devices (a population's on the
+    "pop" axis) gathered from all of them, so every process must call it at the same point."""
+    from jax.experimental import multihost_utils
+
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(jax.device_get(a))
+
+    return jax.tree.map(one, tree)
+
+
 def evaluate(state, x_nt, y_nt, batch_size, compute_dtype="float32", step=eval_step):
     """Per-character NLL over the whole set, in fixed-size chunks (padding is masked) so it compiles once.
     `step(state, x_bt, y_bt, compute_dtype)` -> (summed NLL, count); a population's sums are an array."""
@@ -82,5 +95,6 @@ def evaluate(state, x_nt, y_nt, batch_size, compute_dtype="float32", step=eval_s
     nll_sum, count = 0.0, 0
     for i in range(0, len(x_nt), batch_size):
         s, c = step(state, x_nt[i:i + batch_size], y_nt[i:i + batch_size], compute_dtype)
-        nll_sum, count = nll_sum + np.asarray(s, np.float64), count + int(c)
+        s, c = fetch((s, c))
+        nll_sum, count = nll_sum + s.astype(np.float64), count + int(c)
     return nll_sum / count

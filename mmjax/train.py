@@ -2,6 +2,7 @@
 (mmjax/trainees.py: what is trained). It reads the words, creates or resumes a work dir, trains in compiled
 dispatches of steps (mmjax/steps.py), evaluates, logs (mmjax/metrics.py) and checkpoints."""
 
+import json
 import math
 import sys
 
@@ -9,8 +10,8 @@ import jax
 import numpy as np
 
 from mmjax import config as config_lib
-from mmjax import input_pipeline, metrics, population, sampling, stopping, trainees
-from mmjax.errors import NonFiniteLossError, UserError
+from mmjax import devices, input_pipeline, metrics, population, sampling, stopping, trainees
+from mmjax.errors import LostProcessError, NonFiniteLossError, UserError
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
 
@@ -120,11 +121,13 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
     SIGINT or SIGTERM ends training at the end of the current dispatch: it evaluates, saves and raises
     mmjax.stopping.Stopped. Returns the final state (a population's: stacked)."""
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    devices.agree("the config (the flags and the config file)", json.loads(config.to_json()))  # several hosts
     kind = trainees.Population if population.is_population(config) else trainees.SingleModel
     kind.check(config)
     resumed = workdir.has_run
     dataset = (resumed_dataset(config, workdir, input_file) if resumed
                else new_dataset(config, workdir, input_file, encoding, max_word_length))
+    devices.agree("the words (the input file or the work dir's)", dataset.to_json())
     trainee = kind(config, workdir, dataset, resumed)
     if resumed:
         metrics.drop_after(workdir.path, trainee.step)
@@ -142,11 +145,10 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
             tqdm(total=None if max_steps == math.inf else max_steps, initial=trainee.step,
                  disable=not (progress and printing), unit="step", dynamic_ncols=True) as bar:
         write = bar.write if printing else lambda *args, **kwargs: None
-        divergence = Divergence(trainee, write)
-        while trainee.step < max_steps:
-            first_step = trainee.step + 1
-            losses_sk = trainee.train(next_stop(trainee.step, config, max_steps) - trainee.step)
-            signum = stop.requested()  # once per dispatch, by every process
+        divergence, saved = Divergence(trainee, write), trainee.step
+
+        def dispatched(losses_sk, first_step):
+            """After a dispatch: its losses checked, the bar, a metrics line per member, the samples when due."""
             step, last_k = trainee.step, losses_sk[-1]
             divergence.check("loss", losses_sk, first_step)
             bar.update(len(losses_sk))
@@ -158,20 +160,25 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
             for i, loss in enumerate(last_k.tolist()):
                 log.write({"step": step, **trainee.member_fields(i, hyperparams=False), "loss": loss})
             every = config.sample_every
-            if printing and every and (first_step - 1) // every < step // every:  # passed a multiple of it
-                write(sample_line(*trainee.sample_source(), dataset.vocab, step))
-            if step % config.eval_every and step != max_steps and not signum:
-                continue
+            if every and (first_step - 1) // every < step // every:  # passed a multiple of it
+                source = trainee.sample_source()  # by every process: a population's members may be on any host
+                if printing:
+                    write(sample_line(*source, dataset.vocab, step))
+
+        def evaluated():
+            """An evaluation: the losses checked (before the save: a non-finite run is never saved), the hooks, the
+            lines, population-based training's exploits, the line printed, the checkpoint."""
+            step = trainee.step
             losses_k, ensemble = trainee.evaluate(eval_sets)
             for name, values_k in losses_k.items():
-                divergence.check(name, values_k[None], step)  # before the save: a non-finite run is never saved
+                divergence.check(name, values_k[None], step)
             hooked = trainee.hook_metrics(eval_hooks, *batch)
             for i in range(len(hooked)):
                 log.write({"step": step, **trainee.member_fields(i), **{k: float(v[i]) for k, v in losses_k.items()},
                            **hooked[i]})
             if ensemble:
                 log.write({"step": step, **ensemble})
-            replaced, exploits = trainee.adapt(losses_k)  # population-based training's exploits
+            replaced, exploits = trainee.adapt(losses_k)
             divergence.members -= set(replaced)  # a diverged member replaced by a copy trains again
             for line in exploits:
                 log.write(line)
@@ -179,9 +186,26 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                   f"{score_name} best {np.nanmin(losses_k[score_name]):.4f} median "
                   f"{np.nanmedian(losses_k[score_name]):.4f} | ensemble {ensemble['ensemble_' + score_name]:.4f}"))
             trainee.save(losses_k[score_name])
-            if signum and step < max_steps:
-                raise stopping.Stopped(step, signum)
-    summary = trainee.summary(score_name)
-    if printing and summary:
+
+        while trainee.step < max_steps:
+            try:
+                first_step = trainee.step + 1
+                losses_sk = trainee.train(next_stop(trainee.step, config, max_steps) - trainee.step)
+                signum = stop.requested()  # once per dispatch, by every process
+                dispatched(losses_sk, first_step)
+                if trainee.step % config.eval_every == 0 or trainee.step == max_steps or signum:
+                    evaluated()
+                    saved = trainee.step
+            except Exception as e:
+                if devices.lost_process(e):
+                    kept = f"its checkpoint of step {saved} is kept" if saved else "it has no checkpoint yet"
+                    raise LostProcessError(f"another process of the run stopped answering ({devices.reason(e)}), so "
+                                           f"this one stopped after step {trainee.step}: {kept}; train.py -o "
+                                           f"{workdir.path} --resume on every host continues it") from None
+                raise
+            if signum and trainee.step < max_steps:
+                raise stopping.Stopped(trainee.step, signum)
+    summary = trainee.summary(score_name) if printing else None
+    if summary:
         print(summary)
     return trainee.state

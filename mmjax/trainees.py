@@ -136,7 +136,7 @@ class Population:
         else:  # with each member's hyper-parameters: a resumed run may change them
             states, best = restored["state"], restored["best"]
             states = states.replace(opt_state=population.with_member_hyperparams(states.opt_state, self.members))
-        self.mesh = sampling.local_mesh(len(self.members), "pop")
+        self.mesh = population.mesh(len(self.members))
         self.spmd_axis = None if self.mesh is None else "pop"
         if jax.process_index() == 0:
             devices = 1 if self.mesh is None else self.mesh.size
@@ -149,12 +149,13 @@ class Population:
         self.value_and_grad = gradient(config)
 
     def spread(self, tree):
-        """Split on the "pop" axis over the members' devices (no gradient crosses them)."""
-        return jax.device_put(tree, None if self.mesh is None else NamedSharding(self.mesh, P("pop")))
+        """Split on the "pop" axis over the members' devices (no gradient crosses them); from host values, the
+        same on every process, when the devices are several hosts'."""
+        return jax.device_put(jax.device_get(tree), None if self.mesh is None else NamedSharding(self.mesh, P("pop")))
 
     def place(self, tree):
         """Replicated on the members' devices."""
-        return jax.device_put(tree, None if self.mesh is None else NamedSharding(self.mesh, P()))
+        return jax.device_put(jax.device_get(tree), None if self.mesh is None else NamedSharding(self.mesh, P()))
 
     def train(self, num_steps):
         """The losses of `num_steps` steps: (num_steps, members)."""
@@ -162,7 +163,7 @@ class Population:
             self.state, *self.train_words, self.dropout_k, num_steps=num_steps, batch_size=self.config.batch_size,
             value_and_grad=self.value_and_grad, compute_dtype=self.config.compute_dtype, spmd_axis=self.spmd_axis)
         self.step += num_steps
-        return np.asarray(jax.device_get(losses_sk))
+        return steps.fetch(losses_sk)
 
     def evaluate(self, eval_sets):
         """Each set's loss per member, (members,) each; and the ensemble's, {"ensemble_NAME": loss}."""
@@ -176,7 +177,7 @@ class Population:
     def hook_metrics(self, hooks, x_bt, y_bt):
         if not hooks:
             return [{} for _ in self.members]
-        members = [population.unstack(self.state, i) for i in range(len(self.members))]
+        members = [steps.fetch(population.unstack(self.state, i)) for i in range(len(self.members))]
         return [{k: v for hook in hooks for k, v in hook(member, x_bt, y_bt).items()} for member in members]
 
     def member_fields(self, i, hyperparams=True):
@@ -189,7 +190,7 @@ class Population:
             return [], []
         exploits = pbt.plan(self.config, self.step, losses_k["val_loss"])
         rates_k = np.asarray([c.dropout for c in self.members], np.float32)
-        states, rates_k, changes = pbt.exploit(jax.device_get(self.state), rates_k, exploits)
+        states, rates_k, changes = pbt.exploit(steps.fetch(self.state), rates_k, exploits)
         self.members = population.with_hyperparams(self.members, states.opt_state, rates_k.tolist())
         self.state = self.spread(states)
         if self.dropout_k is not None:
@@ -208,8 +209,9 @@ class Population:
 
     def sample_source(self):
         """The best member so far (lowest best score; before any evaluation, member 0), as its standalone run."""
-        member = int(jnp.argmin(self.best["score"]))
-        return self.model, population.unstack(optimizers.evaluated(self.state), member), self.members[member]
+        member = int(np.argmin(steps.fetch(self.best["score"])))
+        state = steps.fetch(population.unstack(optimizers.evaluated(self.state), member))
+        return self.model, state, self.members[member]
 
     def describe(self, i):
         return population.describe(self.config, self.members[i])

@@ -1,0 +1,170 @@
+"""Several hosts for real: train.py processes on loopback addresses, one CPU device each, joined with
+--distributed --coordinator --num-processes --process-id. They train as one process with their devices
+does, stop together on a signal to any one, resume exactly, exit with one line when one of them dies, and
+refuse a bad address, a port in use, absent peers and disagreeing flags with one line each."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_words
+from helpers import command
+from mmjax import devices, inference
+from mmjax.errors import UserError
+
+RUN = ["--type", "bigram", "--max-steps", 40, "--eval-every", 20, "--log-every", 10, "--no-progress",
+       "--sample-every", 0]
+ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+# train.py that sends itself SIGNAL as its dispatch from step N starts, if it is process P
+DRIVER = """
+import os, signal, sys
+from mmjax import cli, steps
+signum, at, process = getattr(signal, sys.argv.pop(1)), int(sys.argv.pop(1)), int(sys.argv.pop(1))
+for name in ("train_steps", "population_train_steps"):
+    def signalling(state, *args, original=getattr(steps, name), **kwargs):
+        if int(np.asarray(state.step).ravel()[0]) == at and int(sys.argv[sys.argv.index("--process-id") + 1]) == process:
+            os.kill(os.getpid(), signum)
+        return original(state, *args, **kwargs)
+    setattr(steps, name, signalling)
+cli.train_command()
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def hosts(d, name, words, *argv, driver=(), processes=2):
+    """`processes` train.py processes of one run in d / name, started together (Popen each)."""
+    peers = ["--distributed", "--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", processes]
+    script = str(d / "driver.py") if driver else "train.py"
+    return [command(script, *driver, "-i", words, "-o", d / name, *RUN, *argv, *peers, "--process-id", i,
+                    env=ONE_DEVICE) for i in range(processes)]
+
+
+def finish(processes, timeout=240):
+    return [(p.wait(timeout=timeout), p.stderr.read()) for p in processes]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two-process runs: uninterrupted, stopped by SIGTERM to process 1 then resumed, killed (-9) in process
+    1; a population of 4; and one process with two devices of the same run and population."""
+    d = tmp_path_factory.mktemp("distributed")
+    words = write_words(d / "words.txt")
+    (d / "driver.py").write_text("import numpy as np\n" + DRIVER)
+    results = {}
+    started = {"whole": hosts(d, "whole", words),
+               "stopped": hosts(d, "stopped", words, driver=("SIGTERM", 10, 1)),
+               "killed": hosts(d, "killed", words, driver=("SIGKILL", 30, 1))}
+    alone = command("train.py", "-i", words, "-o", d / "alone", *RUN,
+                    env={**ONE_DEVICE, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    killed_at = None
+    for name, processes in started.items():
+        results[name] = finish(processes)
+        if name == "killed":
+            killed_at = time.monotonic()
+    results["alone"] = finish([alone])
+    results["resumed"] = finish(hosts(d, "stopped", words, "--resume"))
+    population = ["--population", 4, "--type", "mlp", "--n-embd", 8, "--n-embd2", 8]
+    started = hosts(d, "population", words, *population)
+    alone = command("train.py", "-i", words, "-o", d / "population_alone", *RUN, *population,
+                    env={**ONE_DEVICE, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    results["population"], results["population_alone"] = finish(started), finish([alone])
+    return d, results, killed_at
+
+
+def leaves(path, which="latest"):
+    return [np.asarray(a) for a in jax.tree.leaves(inference.load(path, which=which).state)]
+
+
+def test_two_processes_train_as_one_process_with_two_devices(runs):
+    d, results, _ = runs
+    assert [status for status, _ in results["whole"] + results["alone"]] == [0, 0, 0], results["whole"]
+    for ours, theirs in zip(leaves(d / "whole"), leaves(d / "alone"), strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
+    # their checkpoints, written by both processes into one work dir, restore in this single process
+    assert int(inference.load(d / "whole").state.step) in (20, 40)
+    losses = lambda path: [m["test_loss"] for m in map(json.loads, (path / "metrics.jsonl").read_text().splitlines())
+                           if "test_loss" in m]
+    assert np.allclose(losses(d / "whole"), losses(d / "alone"), atol=1e-6) and len(losses(d / "whole")) == 2
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resume_continues_exactly(runs):
+    d, results, _ = runs
+    (status_0, err_0), (status_1, err_1) = results["stopped"]
+    assert status_0 == status_1 == 143, results["stopped"]
+    assert err_0.startswith("stopped at step 20: continue with ") and err_0.count("\n") == 1 and err_1 == ""
+    assert [status for status, _ in results["resumed"]] == [0, 0], results["resumed"]
+    assert (d / "stopped" / "metrics.jsonl").read_bytes() == (d / "whole" / "metrics.jsonl").read_bytes()
+    for which in ("latest", "best"):
+        for ours, theirs in zip(leaves(d / "stopped", which), leaves(d / "whole", which), strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_process_killed_makes_the_other_exit_with_one_line_and_the_checkpoint_restores(runs):
+    d, results, _ = runs
+    (status_0, err_0), (status_1, _) = results["killed"]
+    assert status_1 == -signal.SIGKILL and status_0 == 1, results["killed"]
+    assert err_0.count("\n") == 1 and err_0.startswith("error: another process of the run stopped answering ("), err_0
+    assert f"its checkpoint of step 20 is kept; train.py -o {d / 'killed'} --resume on every host" in err_0
+    assert int(inference.load(d / "killed", which="latest").state.step) == 20
+
+
+def test_a_population_over_two_processes_is_the_population_in_one(runs):
+    d, results, _ = runs
+    assert [status for status, _ in results["population"] + results["population_alone"]] == [0, 0, 0]
+    evaluations = lambda path: [m for m in map(json.loads, (path / "metrics.jsonl").read_text().splitlines())
+                                if "test_loss" in m or "ensemble_test_loss" in m]
+    ours, theirs = evaluations(d / "population"), evaluations(d / "population_alone")
+    assert len(ours) == len(theirs) == 2 * 5
+    for a, b in zip(ours, theirs):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-6 for k in a if k.endswith("loss")), (a, b)
+
+
+def test_join_refuses_a_bad_address_a_port_in_use_and_an_absent_coordinator():
+    with pytest.raises(UserError, match=r"--coordinator nohost.invalid:1234: no such host \(.*\): give process 0's"):
+        devices.join("nohost.invalid:1234", 2, 1)
+    with pytest.raises(UserError, match="--coordinator '127.0.0.1' is not HOST:PORT"):
+        devices.join("127.0.0.1", 2, 0)
+    with pytest.raises(UserError, match=r"--process-id 2 is not one of 0..1 \(--num-processes 2\)"):
+        devices.join("127.0.0.1:1234", 2, 2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"port {port} of --coordinator 127.0.0.1:{port} is in use on this host"):
+            devices.join(f"127.0.0.1:{port}", 2, 0)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"no coordinator answered at 127.0.0.1:\d+ within 1 s: start process 0"):
+        devices.join(f"127.0.0.1:{free_port()}", 2, 1, timeout=1)
+    assert time.monotonic() - start < 5 and not jax.distributed.is_initialized()
+
+
+def test_absent_peers_and_disagreeing_flags_are_one_line_errors_in_bounded_time(tmp_path, words_file):
+    start = time.monotonic()
+    lonely = command("train.py", "-i", words_file, "-o", tmp_path / "lonely", *RUN, "--distributed", "--coordinator",
+                     f"127.0.0.1:{free_port()}", "--num-processes", 2, "--process-id", 0, "--join-timeout", 5,
+                     env=ONE_DEVICE)
+    disagree = [command("train.py", "-i", words_file, "-o", tmp_path / "disagree", *RUN, "--max-steps", steps,
+                        "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i,
+                        env=ONE_DEVICE) for port in [free_port()] for i, steps in enumerate((40, 50))]
+    (status, err), = finish([lonely], timeout=60)
+    assert status == 2 and err == ("error: not all 2 processes joined at 127.0.0.1:" + err.split(":")[2].split()[0]
+                                   + " within 5 s: give every process the same --coordinator and --num-processes, a "
+                                   "free port, and ids 0..1 once each\n"), err
+    assert time.monotonic() - start < 60
+    for status, err in finish(disagree, timeout=120):
+        assert status == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: the processes disagree on the config (the flags and the config file): process "
+                              "1's differs from process 0's; give every process the same flags and input file"), err
+    assert not (tmp_path / "disagree" / "checkpoints").exists()
