@@ -60,7 +60,8 @@ def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top
                         f"use only {''.join(dataset.vocab.chars)!r}")
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     seed, num_samples = options.pop("seed"), options.pop("num_samples")
-    kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options))
+    kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options),
+                  compute_dtype=config.compute_dtype)
     if not (unique or new):
         return sampling.sample_words(model, variables, dataset.vocab, seed, num_samples, **kwargs), num_samples
     exclude = frozenset(dataset.train_words + dataset.val_words + dataset.test_words) if new else frozenset()
