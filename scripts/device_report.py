@@ -12,6 +12,7 @@ import datetime
 import json
 import pathlib
 import re
+import sys
 import xml.etree.ElementTree as ET
 
 STAGES = ("install", "devices", "smoke", "tests", "train", "population", "sample")
@@ -74,8 +75,8 @@ def summary(report):
         lines.append(f"smoke: {smoke.get('total_s')} s " + ", ".join(f"{k} {v}" for k, v in smoke["stages_s"].items()))
     tests = report.get("tests")
     if tests:
-        lines.append(f"tests: {tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors, "
-                     f"{tests['skipped']} skipped")
+        lines.append(f"tests: passed {tests['passed']}, failed {tests['failed']}, errors {tests['errors']}, "
+                     f"skipped {tests['skipped']}")
         lines += [f"  FAILED {f['test']}: {f.get('message', '')[:150]}" for f in tests["failures"][:15]]
     for row in report.get("train") or []:
         times = ", ".join(f"{k[:-3].replace('mmjax', 'float32' if k == 'mmjax_ms' else '').strip('_')} {v:.3f}"
@@ -107,6 +108,7 @@ def main():
     parser.add_argument("--dry-run", type=int, default=0)
     parser.add_argument("--wall-s", type=int)
     parser.add_argument("--total-s", type=int)
+    parser.add_argument("--strict", action="store_true", help="exit 1 unless every stage passed (the dry run)")
     args = parser.parse_args()
     report = {"written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "dry_run": bool(args.dry_run), "wall_s": args.wall_s, "total_s": args.total_s, "stages": {},
@@ -129,7 +131,14 @@ def main():
     args.out.write_text(json.dumps(report, indent=1))
     print(summary(report))
     print(f"report: {args.out}")
+    failed = [name for name, s in report["stages"].items() if s["status"] != "ok"]
+    if report["tests"] and (report["tests"]["failed"] or report["tests"]["errors"]):
+        failed.append("tests (failures)")
+    if args.strict and failed:
+        print(f"device_check: FAILED: {', '.join(failed)}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
