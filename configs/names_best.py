@@ -1,4 +1,4 @@
-"""The best configuration on names.txt so far (issue 15; README "Results"): makemore's Transformer with
+"""The best configuration on names.txt so far (issue 15; docs/record.md): makemore's Transformer with
 AdamW at 4x its learning rate and 10x its weight decay, a warm-up and cosine decay, dropout 0.1, for
 70,000 steps, evaluated with an average of its parameters (ema_decay). Chosen on a validation set of
 1,000 training words (docs/record/runs.csv has every configuration tried).

@@ -1,10 +1,10 @@
-"""python -m mmjax train|sample [flags]: the commands mmjax-train and mmjax-sample."""
+"""python -m mmjax train|sample|score [flags]: the commands mmjax-train, mmjax-sample and mmjax-score."""
 
 import sys
 
 from mmjax import cli
 
-COMMANDS = {"train": cli.train_command, "sample": cli.sample_command}
+COMMANDS = {"train": cli.train_command, "sample": cli.sample_command, "score": cli.score_command}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -12,7 +12,7 @@ import pathlib
 import ml_collections
 
 from mmjax.errors import UserError
-from mmjax.models import MODELS, has_dropout
+from mmjax.models import MODELS, has_dropout, model_fields
 from mmjax.optimizers import OPTIMIZERS, SCHEDULES
 from mmjax.precision import COMPUTE_DTYPES
 
@@ -61,6 +61,7 @@ def base_config():
     config.ema_decay = 0.0  # > 0: evaluate, sample and keep as best an average of the parameters (optimizers.py)
     config.compute_dtype = "float32"  # true float32 everywhere; "tf32", "bfloat16": faster on GPU/TPU (precision.py)
     config.manual_grad = False  # mlp_bn: train with lecture 4's manual backward pass (mmjax/backprop.py)
+    config.diagnostics = True  # record lecture 3's diagnostics at each evaluation (mmjax/diagnostics.py)
     # Population (mmjax/population.py): many models in one compiled program.
     config.population = 0  # > 0: that many seeds (seed, seed + 1, ...) per sweep setting
     config.sweep = ""  # "FIELD=V1,V2;FIELD=..." (--sweep): the grid of hyper-parameters the population covers
@@ -154,9 +155,26 @@ def validate(config):
     if config.ema_decay and hasattr(MODELS[config.type], "fit"):
         raise UserError(f"the {config.type} model is fitted in closed form, in one step, so there is nothing to "
                         "average: pass --ema-decay 0")
-    for field in ("weight_decay", "grad_clip", "warmup_steps", "lr_decay_steps", "sample_every", "val_size"):
+    for field in ("weight_decay", "grad_clip", "warmup_steps", "lr_decay_steps", "sample_every", "val_size",
+                  "population"):
         if config[field] < 0:
             raise UserError(f"{field} must not be negative, got {config[field]}: pass 0 or more")
+
+
+def check_resumable(saved, config, where):
+    """Refuses `config` for the run `saved` in `where` (its work dir) if it shapes the model otherwise, or
+    trains another kind of run (one model, or another population), or switches parameter averaging."""
+    field = next((f for f in ["type", *model_fields(saved.type)] if config[f] != saved[f]), None)
+    if field:
+        raise UserError(f"{where} holds a {field}={saved[field]} run, not {field}={config[field]}: drop the flag, "
+                        "or pass another -o")
+    if (saved.population, saved.sweep) != (config.population, config.sweep):
+        raise UserError(f"{where} holds a run with population={saved.population} sweep={saved.sweep!r}, not "
+                        f"population={config.population} sweep={config.sweep!r}: drop --population and --sweep to "
+                        "continue it, or pass another -o")
+    if bool(config.ema_decay) != bool(saved.ema_decay):  # the optimiser state has the average or not
+        raise UserError(f"{where} holds a run with ema_decay={saved.ema_decay}, and averaging cannot be "
+                        "switched on or off in a run: drop --ema-decay, or pass another -o")
 
 
 def lecture_sgd(config, max_steps):

@@ -1,10 +1,11 @@
 """A trained work dir's model, and names from it: `sample(workdir, ...)` is the Python API's sampler."""
 
+import types
 from typing import Any, NamedTuple
 
-import jax
+import jax.numpy as jnp
 
-from mmjax import optimizers, sampling, train
+from mmjax import optimizers, population, sampling, state
 from mmjax.errors import UserError
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
@@ -19,29 +20,56 @@ class Run(NamedTuple):
     state: Any
 
 
-def load(workdir, which="best"):
-    """The Run of a work dir's best (or latest) checkpoint; with ema_decay, its averaged parameters."""
+def load(workdir, member=None, ensemble=False, which="best"):
+    """The Run of a work dir's best checkpoint (one model: or its `which="latest"`), with averaged parameters
+    if it averages them (ema_decay). For a population: member `member` (default: the one with the lowest
+    best score) at its best step, or with `ensemble` the mixture of every member at its best step."""
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir, read_only=True)
     config, dataset = workdir.load_config(), workdir.load_dataset()
-    state = workdir.restore(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)), which)
-    return Run(config, dataset, create_model(config, dataset.vocab.size, dataset.vocab.block_size),
-               optimizers.evaluated(state))
+    model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
+    if not population.is_population(config):
+        if member is not None or ensemble:
+            raise UserError(f"{workdir.path} holds one model, not a population: drop --member and --ensemble")
+        best = workdir.checkpoints.restore(state.abstract_train_state(config, dataset.vocab), which)
+        check_restored(best, workdir)
+        return Run(config, dataset, model, optimizers.evaluated(best))
+    if member is not None and ensemble:
+        raise UserError("--member and --ensemble exclude each other: pass one")
+    configs = population.member_configs(config)
+    if member is not None and not 0 <= member < len(configs):
+        raise UserError(f"--member {member} is not in the population: pass one of 0..{len(configs) - 1}")
+    restored = workdir.checkpoints.restore(population.abstract_checkpoint(config, dataset.vocab))
+    check_restored(restored, workdir)
+    best = restored["best"]
+    if ensemble:
+        return Run(config, dataset, population.Mixture(model), types.SimpleNamespace(**best))
+    member = int(jnp.argmin(best["score"])) if member is None else member
+    return Run(configs[member], dataset, model, types.SimpleNamespace(**population.unstack(best, member), member=member))
+
+
+def check_restored(restored, workdir):
+    if restored is None:
+        raise UserError(f"{workdir.path} has no checkpoint yet (the run stopped before its first evaluation): "
+                        f"train.py -o {workdir.path} --resume")
 
 
 def sample(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",
-           batch_size=1000, unique=False, new=False):
+           batch_size=1000, unique=False, new=False, member=None, ensemble=False, **constraints):
     """`num_samples` words from the best checkpoint of `workdir` (a path, a WorkDir or a loaded Run), as a
-    list; prints nothing. Options left None take the run's config (50 samples, its seed, temperature 1,
-    all tokens). Sample i depends only on (seed, i). `unique`: no word twice; `new`: no word of the
-    training or test set (both: the first such words in sample order; a UserError if 100 draws per
-    name asked do not give them)."""
-    return draw(workdir, num_samples, seed, temperature, top_k, top_p, prefix, batch_size, unique, new)[0]
+    list; prints nothing. A population's: its best member's, member `member`'s, or its `ensemble`'s. Options
+    left None take the run's config (50 samples, its seed, temperature 1, all tokens). Sample i depends only
+    on (seed, i). `unique`: no word twice; `new`: no word of the training or test set; `constraints`
+    (`suffix`, `contains`, `regex` (re.fullmatch), `min_length`, `max_length`): only such names
+    (sampling.Constraint). With any of these: the first such words in sample order; a UserError if 100 draws
+    per name asked (1000 with a constraint) do not give them."""
+    return draw(workdir, num_samples, seed, temperature, top_k, top_p, prefix, batch_size, unique, new, member,
+                ensemble, **constraints)[0]
 
 
 def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top_p=None, prefix="",
-         batch_size=1000, unique=False, new=False):
+         batch_size=1000, unique=False, new=False, member=None, ensemble=False, **constraints):
     """`sample`'s words, and the number of samples drawn to get them."""
-    config, dataset, model, state = workdir if isinstance(workdir, Run) else load(workdir)
+    config, dataset, model, restored = workdir if isinstance(workdir, Run) else load(workdir, member, ensemble)
     given = dict(num_samples=num_samples, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p)
     options = {name: config[name] if value is None else value for name, value in given.items()}
     ranges = {"temperature": (options["temperature"] >= 0, "0 (greedy) or more"),
@@ -51,19 +79,14 @@ def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top
         if not ok:
             value = batch_size if name == "batch_size" else options[name]
             raise UserError(f"sampling {name} must be {allowed}, got {value}: pass a value in that range")
-    if len(prefix) >= dataset.vocab.block_size:
-        raise UserError(f"prefix {prefix!r} is longer than the longest word ({dataset.vocab.max_word_length}): "
-                        "shorten it")
-    unknown = "".join(sorted(set(prefix) - set(dataset.vocab.chars)))
-    if unknown:
-        raise UserError(f"prefix has characters {unknown!r} that are not in the vocabulary: "
-                        f"use only {''.join(dataset.vocab.chars)!r}")
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    constraint = sampling.Constraint(prefix, **constraints)
+    constraint.check(dataset.vocab)
+    variables = {"params": restored.params, "batch_stats": restored.batch_stats}
     seed, num_samples = options.pop("seed"), options.pop("num_samples")
     kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options),
                   compute_dtype=config.compute_dtype)
-    if not (unique or new):
+    if not (unique or new or constraint.filters):
         return sampling.sample_words(model, variables, dataset.vocab, seed, num_samples, **kwargs), num_samples
     exclude = frozenset(dataset.train_words + dataset.val_words + dataset.test_words) if new else frozenset()
     return sampling.draw_words(model, variables, dataset.vocab, seed, num_samples, exclude=exclude, unique=unique,
-                               **kwargs)
+                               constraint=constraint, **kwargs)

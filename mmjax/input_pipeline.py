@@ -1,6 +1,7 @@
 """Words in, int32 arrays out: makemore's data protocol (see README, "Data")."""
 
 import dataclasses
+import hashlib
 import importlib.util
 import os
 import pathlib
@@ -17,6 +18,8 @@ def read_words(path, encoding="utf-8", dedupe=False, max_word_length=None):
     """One item per line: strip each, drop empty lines, optionally drop repeats (keeping the first).
     A line longer than `max_word_length` characters is an error (None: no limit)."""
     path = pathlib.Path(path)
+    if max_word_length is not None and max_word_length < 1:
+        raise UserError(f"--max-word-length must be positive, got {max_word_length}: pass 1 or more")
     try:
         text = path.read_text(encoding=encoding)
     except FileNotFoundError:
@@ -165,3 +168,42 @@ class Dataset:
             raise UserError(f"val_size must be at least 0 and below the {len(train)} training words, got {val_size}: "
                             "pass a smaller --val-size")
         return cls(Vocab.from_words(words), train[:len(train) - val_size], test, train[len(train) - val_size:])
+
+    def to_json(self):
+        """What dataset.json holds."""
+        return {"chars": "".join(self.vocab.chars), "max_word_length": self.vocab.max_word_length,
+                "train_words": self.train_words, "test_words": self.test_words, "val_words": self.val_words}
+
+    @classmethod
+    def from_json(cls, d):
+        # a work dir written before the validation set existed has none
+        return cls(Vocab(tuple(d["chars"]), d["max_word_length"]), d["train_words"], d["test_words"],
+                   d.get("val_words", []))
+
+    def words_in_order(self, seed):
+        """The words in their file order: the train, validation and test words are the words permuted by
+        makemore's permutation of `seed` (the split's), which is undone here."""
+        permuted = self.train_words + self.val_words + self.test_words
+        words = [None] * len(permuted)
+        for i, j in enumerate(torch_randperm(len(permuted), seed)):
+            words[j] = permuted[i]
+        return words
+
+
+def words_digest(words):
+    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
+
+
+def first_difference(words, run_words, lines):
+    """How a file's words differ from the run's: the counts, then the first line whose word is not the run's.
+    `lines`: the file's lines, stripped (words[k] is the first of them equal to it that words[:k] did not take)."""
+    k = next((i for i, (a, b) in enumerate(zip(words, run_words)) if a != b), min(len(words), len(run_words)))
+    counts = f"{len(words)} words, the run has {len(run_words)}"
+    if k == len(words):
+        return f"{counts}; the file ends where the run goes on with {run_words[k]!r}"
+    earlier = words[:k].count(words[k])  # 0 if deduplicated: words[k] is then the first line with its text
+    line = [n for n, text in enumerate(lines, 1) if text == words[k]][earlier]
+    if k == len(run_words):
+        return f"{counts}; line {line}, {words[k]!r}, is past the run's last word"
+    return f"{counts}; line {line} is {words[k]!r} where the run has {run_words[k]!r}"
+

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax import input_pipeline, losses, population, precision, train
+from mmjax import inference, input_pipeline, losses, precision, state, steps
 from mmjax.config import base_config
 from mmjax.errors import Parser, UserError, run
 from mmjax.models import create_model, model_fields
@@ -193,20 +193,20 @@ def import_main(args):
     config = base_config()
     config.update(type=args.type, seed=args.seed, dedupe=args.dedupe,
                   **{name: getattr(model, name) for name in model_fields(args.type)})
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
-    state = state.replace(params=variables["params"])
+    train_state = state.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    train_state = train_state.replace(params=variables["params"])
     x_nt, y_nt = dataset.vocab.encode_words(dataset.test_words or dataset.train_words)
-    loss = train.evaluate(state, x_nt, y_nt, config.eval_batch_size)
+    loss = steps.evaluate(train_state, x_nt, y_nt, config.eval_batch_size)
     workdir.create(config, dataset)
-    workdir.save(state, score=loss)
+    workdir.checkpoints.save(int(train_state.step), latest=train_state, best=train_state, score=loss)
     print(f"{args.model_pt} -> {workdir.path}: a {args.type} of {model.vocab_size} tokens, test loss {loss:.4f}")
 
 
 def export_main(args):
     workdir = WorkDir(args.work_dir, read_only=True)
-    config, _, _, state = population.load(workdir, args.member)
-    save_model_pt(args.model_pt, config.type, {"params": state.params})
-    print(f"{workdir.path} (step {int(state.step)}) -> {args.model_pt}")
+    config, _, _, best = inference.load(workdir, args.member)
+    save_model_pt(args.model_pt, config.type, {"params": best.params})
+    print(f"{workdir.path} (step {int(best.step)}) -> {args.model_pt}")
 
 
 def compare_main(args):

@@ -6,6 +6,8 @@ again. The schedule multiplies the whole update, as a scheduled learning rate wo
 last link keeps an average of the parameters (`average_params`), which evaluation uses (`evaluated`).
 """
 
+import functools
+import types
 from typing import Any, NamedTuple
 
 import jax
@@ -85,16 +87,35 @@ def evaluated(state):
 
 
 def make_optimizer(config):
+    """config's optimiser: its init puts config's hyper-parameters in the state."""
+    tx = optimizer_of(config)
+    return optax.GradientTransformation(lambda params: with_hyperparams(tx.init(params), config), tx.update)
+
+
+def optimizer_of(config):
+    """The optimiser that config's train state holds: one object for every config that differs only in
+    HYPERPARAMS (they live in the state, set by with_hyperparams), so its compiled steps are reused."""
     if config.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if config.lr_schedule not in SCHEDULES:
         raise UserError(f"unknown lr_schedule {config.lr_schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    optimizer = optax.inject_hyperparams(OPTIMIZERS[config.optimizer], static_args="eps")(
-        eps=config.eps, **{name: config[name] for name in HYPERPARAMS})
-    schedule = optax.scale_by_schedule(SCHEDULES[config.lr_schedule](config))
-    if config.ema_decay:
-        return optax.chain(optimizer, schedule, average_params(config.ema_decay))
-    return optax.chain(optimizer, schedule)
+    schedule = {f: config[f] for f in SCHEDULE_FIELDS[config.lr_schedule]}
+    return _optimizer(config.optimizer, config.lr_schedule, tuple(schedule.items()), config.eps, config.ema_decay)
+
+
+# the config fields each schedule reads
+SCHEDULE_FIELDS = {"constant": (), "step": ("lr_decay_steps", "lr_decay_factor"),
+                   "warmup_cosine": ("warmup_steps", "max_steps", "lr_decay_factor")}
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(name, lr_schedule, schedule, eps, ema_decay):
+    # the hyper-parameters' values here are placeholders of their dtype: with_hyperparams sets them
+    optimizer = optax.inject_hyperparams(OPTIMIZERS[name], static_args="eps")(eps=eps, **dict.fromkeys(HYPERPARAMS, 0.0))
+    scale = optax.scale_by_schedule(SCHEDULES[lr_schedule](types.SimpleNamespace(**dict(schedule))))
+    if ema_decay:
+        return optax.chain(optimizer, scale, average_params(ema_decay))
+    return optax.chain(optimizer, scale)
 
 
 def hyperparams(opt_state):

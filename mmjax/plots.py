@@ -9,6 +9,8 @@
 - histograms.png: lecture 3's distributions of each layer's output and of the gradient there (see
   mmjax.diagnostics) on the first batch of training words, at initialisation and at the best checkpoint.
 - update_ratio.png: lecture 3's log10 update:data ratio of each weight matrix at each evaluation.
+
+`surprisal(mmjax.score(...), path)` draws names' per-character surprisals (mmjax-score --plot).
 """
 
 import io
@@ -16,7 +18,7 @@ import io
 import jax
 import numpy as np
 
-from mmjax import diagnostics, inference, train
+from mmjax import diagnostics, inference, state
 from mmjax.errors import Parser, UserError, run
 from mmjax.models.bigram_counts import BigramCounts
 from mmjax.workdir import WorkDir
@@ -110,7 +112,33 @@ def save_png(fig, path):
     Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
 
 
-def main(args):
+def surprisal(scores, path="surprisal.png"):
+    """A heatmap of mmjax.score's results (its list of dicts): a row per name, a cell per character and,
+    last, the end ('.'), coloured by the character's surprisal in nats: where the model was surprised.
+    Writes the PNG at `path` and returns it."""
+    plt = pyplot()
+    width = max(len(s["surprisal"]) for s in scores)
+    grid_nt = np.full((len(scores), width), np.nan)
+    for row, s in enumerate(scores):
+        grid_nt[row, :len(s["surprisal"])] = s["surprisal"]
+    fig, ax = plt.subplots(figsize=(0.42 * width + 2.5, 0.32 * len(scores) + 1.2))
+    image = ax.imshow(np.ma.masked_invalid(grid_nt), cmap="magma_r", vmin=0, aspect="auto", interpolation="nearest")
+    light = np.nanmax(grid_nt) / 2
+    for row, s in enumerate(scores):
+        for column, char in enumerate(s["name"] + "."):
+            ax.text(column, row, char, ha="center", va="center", fontsize=8,
+                    color="white" if grid_nt[row, column] > light else "black")
+    ax.set_yticks(range(len(scores)), [f"{s['name']} ({s['nll_per_char']:.2f})" for s in scores], fontsize=8)
+    ax.set_xticks(range(width), [str(t) for t in range(width)], fontsize=7)
+    ax.set(xlabel="position ('.': the end)", title="surprisal of each character (name: nll per char)")
+    fig.colorbar(image, ax=ax, label="surprisal (nats)")
+    save_png(fig, path)
+    plt.close(fig)
+    return path
+
+
+def pyplot():
+    """matplotlib.pyplot, drawing to files; a UserError without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -118,18 +146,24 @@ def main(args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def main(args):
+    plt = pyplot()
     workdir = WorkDir(args.work_dir, read_only=True)
-    config, dataset, model, state = inference.load(workdir)
-    metrics = workdir.metrics()
-    initial = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    config, dataset, model, best = inference.load(workdir, args.member)
+    metrics = member_metrics(workdir.metrics(), getattr(best, "member", None))
+    initial = state.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    trained = initial.replace(params=best.params, batch_stats=best.batch_stats)  # a population's best is no TrainState
     x_nt, y_nt = dataset.vocab.encode_words(dataset.train_words)
     figures = {"loss": loss_curves(plt, metrics),
                "bigram_counts": bigram_counts(plt, dataset.vocab, x_nt, y_nt)}
-    if "wte" in state.params:
-        figures["embeddings"] = embeddings(plt, dataset.vocab, np.asarray(state.params["wte"]["embedding"]))
+    if "wte" in best.params:
+        figures["embeddings"] = embeddings(plt, dataset.vocab, np.asarray(best.params["wte"]["embedding"]))
     if not hasattr(model, "fit"):
         batch = x_nt[:config.batch_size], y_nt[:config.batch_size]
-        figures["histograms"] = histograms(plt, [("initialisation", initial), (f"step {int(state.step)}", state)],
+        figures["histograms"] = histograms(plt, [("initialisation", initial), (f"step {int(best.step)}", trained)],
                                            *batch)
     if any("params" in m for m in metrics):
         figures["update_ratio"] = update_ratios(plt, metrics)
@@ -140,9 +174,18 @@ def main(args):
         print(path)
 
 
+def member_metrics(metrics, member):
+    """The metrics of one model, or of a population's member (None: the lines of no member)."""
+    if member is None:
+        return [m for m in metrics if "member" not in m]
+    old = [{"step": m["step"], "loss": m["losses"][member]} for m in metrics if "losses" in m]  # earlier versions'
+    return old + [m for m in metrics if m.get("member") == member]
+
+
 def parser():
     parser = Parser(description="The lectures' pictures of a run, as PNGs in its work dir.")
     parser.add_argument("--work-dir", "-o", default="out", help="a work dir written by train.py")
+    parser.add_argument("--member", type=int, help="a population's member I (default: its best)")
     return parser
 
 

@@ -7,6 +7,7 @@ devices split the rows, each decoding its own samples."""
 import dataclasses
 import functools
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ from mmjax.models.layers import fmix32
 
 NAMES_PER_ROW = 64  # samples per compiled call = rows * this: long enough that a call's draining tail is short
 DRAWS_PER_NAME = 100  # --unique/--new give up after this many draws per name asked
+CONSTRAINED_DRAWS_PER_NAME = 1000  # ... and with a Constraint's filter: acceptance rates down to 0.1% work
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,26 +178,88 @@ def sample_words(model, variables, vocab, seed, num_samples, prefix="", **kwargs
     return decode_words(vocab, sample(model, variables, seed, num_samples, prefix=vocab.encode(prefix), **kwargs)[0])
 
 
-def draw_words(model, variables, vocab, seed, num_samples, *, exclude=frozenset(), unique=False, batch_size=1000,
-               **kwargs):
-    """The first num_samples words in sample order that are not empty, not in `exclude` and (`unique`)
-    not drawn before, and the number of samples drawn to get them; a UserError after
-    DRAWS_PER_NAME * num_samples draws."""
-    limit, draws = DRAWS_PER_NAME * num_samples, 0
+FILTERS = ("suffix", "contains", "regex", "min_length", "max_length")  # Constraint's fields besides the prefix
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """What every name must satisfy: the prefix, which the sampler forces (exact by construction), and
+    the filters, which leave the other names of the sample stream out (so the kept names are the
+    model's samples given the constraint, exactly). `regex` is Python's re.fullmatch on the whole
+    name; lengths count the whole name, prefix included."""
+
+    prefix: str = ""
+    suffix: str = ""
+    contains: str = ""
+    regex: str | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+
+    @property
+    def filters(self):
+        """Whether anything besides the prefix is asked (the plain stream needs no filter otherwise)."""
+        return bool(self.suffix or self.contains or self.regex is not None or self.min_length is not None
+                    or self.max_length is not None)
+
+    def accepts(self, word):
+        return (word.startswith(self.prefix) and word.endswith(self.suffix) and self.contains in word
+                and (self.min_length is None or len(word) >= self.min_length)
+                and (self.max_length is None or len(word) <= self.max_length)
+                and (self.regex is None or re.fullmatch(self.regex, word) is not None))
+
+    def describe(self):
+        """The filters, as the command line writes them: "--suffix lyn --min-length 5"."""
+        given = [(f, getattr(self, f)) for f in FILTERS if getattr(self, f) not in ("", None)]
+        return " ".join(f"--{f.replace('_', '-')} {value}" for f, value in given)
+
+    def check(self, vocab):
+        """A UserError for a constraint no name of the model can satisfy (or a bad regex), before any draw."""
+        if len(self.prefix) >= vocab.block_size:
+            raise UserError(f"prefix {self.prefix!r} is longer than the longest word ({vocab.max_word_length}): "
+                            "shorten it")
+        for flag, text in (("prefix", self.prefix), ("suffix", self.suffix), ("contains", self.contains)):
+            unknown = "".join(sorted(set(text) - set(vocab.chars)))
+            if unknown:
+                raise UserError(f"{flag} has characters {unknown!r} that are not in the vocabulary: "
+                                f"use only {''.join(vocab.chars)!r}")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as e:
+                raise UserError(f"regex {self.regex!r} is not a valid Python regular expression ({e}): fix it") from None
+        lowest, highest = max(self.min_length or 0, len(self.prefix), 1), vocab.max_word_length
+        if self.max_length is not None:
+            highest = min(highest, self.max_length)
+        if lowest > highest:
+            raise UserError(f"no name can have from {lowest} to {highest} characters (prefix {self.prefix!r}, "
+                            f"the longest word has {vocab.max_word_length}, min_length {self.min_length}, "
+                            f"max_length {self.max_length}): widen the lengths")
+
+
+def draw_words(model, variables, vocab, seed, num_samples, *, exclude=frozenset(), unique=False,
+               constraint=Constraint(), batch_size=1000, **kwargs):
+    """The first num_samples words in sample order that are not empty, not in `exclude`, (`unique`) not
+    drawn before and that `constraint` accepts, and the number of samples drawn to get them; a UserError
+    after DRAWS_PER_NAME (CONSTRAINED_DRAWS_PER_NAME with filters) * num_samples draws."""
+    limit, draws = (CONSTRAINED_DRAWS_PER_NAME if constraint.filters else DRAWS_PER_NAME) * num_samples, 0
     size = min(max(2 * num_samples, batch_size), batch_size * NAMES_PER_ROW)  # the same every draw: one compile
     kept, seen = [], set()
     while draws < limit:
         words = sample_words(model, variables, vocab, seed, size, first=draws, batch_size=batch_size, **kwargs)
         for draws, word in enumerate(words[:limit - draws], draws + 1):
-            if word and word not in exclude and word not in seen:
+            if word and word not in exclude and word not in seen and constraint.accepts(word):
                 kept.append(word)
                 if unique:
                     seen.add(word)
                 if len(kept) == num_samples:
                     return kept, draws
-    kind = " ".join(["distinct"] * unique + ["new"] * bool(exclude))
-    raise UserError(f"found only {len(kept)} {kind} names of the {num_samples} asked after {draws} draws "
-                    f"({DRAWS_PER_NAME} per name asked): ask for fewer, or raise --temperature")
+    kind = " ".join(["distinct"] * unique + ["new"] * bool(exclude) + ["names"])
+    if not constraint.filters:
+        raise UserError(f"found only {len(kept)} {kind} of the {num_samples} asked after {draws} draws "
+                        f"({DRAWS_PER_NAME} per name asked): ask for fewer, or raise --temperature")
+    raise UserError(f"found only {len(kept)} {kind} with {constraint.describe()} of the {num_samples} asked after "
+                    f"{draws} draws ({CONSTRAINED_DRAWS_PER_NAME} per name asked), an acceptance rate of "
+                    f"{len(kept) / draws:.3%}: ask for fewer, loosen the constraint, or raise --temperature")
 
 
 def report(words, dataset):

@@ -1,5 +1,5 @@
-"""Population speed: ms per member-step of K models trained at once (mmjax/population.py's train_steps,
-one compiled program) against ms/step of one model trained alone (train.train_steps), in the same run,
+"""Population speed: ms per member-step of K models trained at once (mmjax/steps.py's population_train_steps,
+one compiled program) against ms/step of one model trained alone (steps.train_steps), in the same run,
 interleaved rounds, medians; makemore's default sizes, batch 32, names.txt.
 
     python scripts/bench_population.py [--types transformer,gru,mlp,bow] [--sizes 1,8,32] [--rounds 5]
@@ -54,6 +54,7 @@ def main():
     from bench_train import mmjax_timer, names_dataset
     from mmjax import population, sampling
     from mmjax.config import get_config
+    from mmjax.steps import population_train_steps
 
     if args.quick:
         args.rounds, args.steps = 1, 3
@@ -64,12 +65,13 @@ def main():
         config = get_config(model_type, population=size)
         states = population.create_states(config, dataset.vocab, population.member_configs(config))
         mesh = sampling.local_mesh(size, "pop")
-        states, data = population.to_devices(states, (x_nt, y_nt), mesh)
+        sharding = lambda spec: None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+        states, data = jax.device_put(states, sharding(["pop"])), jax.device_put((x_nt, y_nt), sharding([]))
 
         def run():
             nonlocal states
             start = time.perf_counter()
-            states, losses = population.train_steps(states, *data, num_steps=args.steps, batch_size=config.batch_size,
+            states, losses = population_train_steps(states, *data, num_steps=args.steps, batch_size=config.batch_size,
                                                     spmd_axis=None if mesh is None else "pop", members=members)
             losses.block_until_ready()
             return (time.perf_counter() - start) * 1000 / args.steps

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mmjax import cli, inference, sampling  # noqa: E402
+from mmjax import devices, inference, sampling  # noqa: E402
 from mmjax.config import base_config  # noqa: E402
 from mmjax.models import create_model  # noqa: E402
 
@@ -135,7 +135,7 @@ def main():
     parser.add_argument("--no-torch", action="store_true", help="mmjax alone")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    cli.one_cpu_device_per_core()  # as sample.py
+    devices.one_cpu_device_per_core()  # as sample.py
     model, variables = load_model(args.work_dir)
     rows = []
     batches = [int(b) for b in args.batches.split(",")]

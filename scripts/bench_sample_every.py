@@ -25,6 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench_train import mmjax_timer, names_dataset  # noqa: E402  (scripts/ is on the path when a script runs)
 from mmjax import train  # noqa: E402
+from mmjax.state import create_train_state  # noqa: E402
 from mmjax.config import get_config  # noqa: E402
 from mmjax.models import create_model  # noqa: E402
 
@@ -43,11 +44,11 @@ def run_seconds(args, steps, sample_every, workdir):
 def line_ms(args, config, dataset, count):
     """The first sample line's time (the sampler's compilation) and the median of the next `count`, in ms."""
     model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     times = []
     for _ in range(count + 1):
         start = time.perf_counter()
-        train.sample_line(model, state, dataset.vocab, config, 0)
+        train.sample_line(model, state, config, dataset.vocab, 0)
         times.append((time.perf_counter() - start) * 1000)
     return times[0], statistics.median(times[1:])
 

@@ -25,7 +25,9 @@ import jax
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mmjax import input_pipeline, train  # noqa: E402
+from mmjax import input_pipeline, trainees  # noqa: E402
+from mmjax.steps import train_steps  # noqa: E402
+from mmjax.state import create_train_state  # noqa: E402
 from mmjax.config import get_config  # noqa: E402
 
 TYPES = ("bigram", "mlp", "rnn", "gru", "bow", "transformer")
@@ -47,19 +49,20 @@ def mmjax_timer(model_type, dataset, steps, sizes, one_device=False, dropout=Non
     runs (data parallel), or `one_device`: on the first alone; with `dropout`, at that rate. `sizes`: config
     fields (compute_dtype too). Its `compile_s`: the seconds of the first dispatch, which compiles."""
     config = get_config(model_type, **sizes)
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     words = dataset.vocab.encode_words(dataset.train_words)
     if one_device:
         (state, (x_nt, y_nt)), batch_sharding = jax.device_put((state, words), jax.devices()[0]), None
     else:
-        state, (x_nt, y_nt), batch_sharding = train.to_devices(state, words, config.batch_size)
+        replicated, batch_sharding = trainees.data_parallel(config.batch_size)
+        state, (x_nt, y_nt) = jax.device_put(jax.device_get((state, words)), replicated)
     rate = None if dropout is None else jax.numpy.float32(dropout)
 
     def run():
         nonlocal state
         start = time.perf_counter()
-        state, losses = train.train_steps(state, x_nt, y_nt, rate, num_steps=steps, batch_size=config.batch_size,
-                                          compute_dtype=config.compute_dtype, batch_sharding=batch_sharding)
+        state, losses = train_steps(state, x_nt, y_nt, rate, num_steps=steps, batch_size=config.batch_size,
+                                    compute_dtype=config.compute_dtype, batch_sharding=batch_sharding)
         losses.block_until_ready()
         return (time.perf_counter() - start) * 1000 / steps
 

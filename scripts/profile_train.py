@@ -23,7 +23,8 @@ from jax.profiler import ProfileData
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench_train import names_dataset  # noqa: E402  (scripts/ is on the path when a script runs)
-from mmjax import train  # noqa: E402
+from mmjax.state import create_train_state  # noqa: E402
+from mmjax.steps import train_steps  # noqa: E402
 from mmjax.config import get_config  # noqa: E402
 
 
@@ -86,9 +87,9 @@ def main():
     dataset = names_dataset(args.input_file)
     config = get_config(args.type)
     x_nt, y_nt = jax.device_put(dataset.vocab.encode_words(dataset.train_words))
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
-    run = lambda state: train.train_steps(state, x_nt, y_nt, num_steps=args.steps, batch_size=config.batch_size)
-    hlo = train.train_steps.lower(state, x_nt, y_nt, num_steps=args.steps,
+    state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    run = lambda state: train_steps(state, x_nt, y_nt, num_steps=args.steps, batch_size=config.batch_size)
+    hlo = train_steps.lower(state, x_nt, y_nt, num_steps=args.steps,
                                   batch_size=config.batch_size).compile().as_text()
     if args.hlo:
         pathlib.Path(args.hlo).write_text(hlo)

@@ -1,4 +1,4 @@
-"""The record's table (issue 15, README "Regularisation and validation"): every configuration a run tried,
+"""The record's table (issue 15, docs/record.md): every configuration a run tried,
 chosen on its validation set, with the test loss read where validation chose.
 
     python scripts/record_table.py WORKDIR [WORKDIR ...] [--csv docs/record/runs.csv]
@@ -17,7 +17,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mmjax import population, train  # noqa: E402
+from mmjax import population, steps, train  # noqa: E402
 from mmjax.errors import Parser, UserError, run  # noqa: E402
 from mmjax.workdir import WorkDir  # noqa: E402
 
@@ -40,11 +40,11 @@ def chosen(evaluations):
 def ensemble_of_best(workdir, config):
     """(val_loss, test_loss) of the mixture of the members' best-by-validation checkpoints."""
     dataset, configs = workdir.load_dataset(), population.member_configs(config)
-    best = workdir.restore(population.abstract_checkpoint(config, dataset.vocab))["best"]
+    best = workdir.checkpoints.restore(population.abstract_checkpoint(config, dataset.vocab))["best"]
     states = population.create_states(config, dataset.vocab, configs)
     states = states.replace(params=best["params"], batch_stats=best["batch_stats"])
     sets = train.evaluation_sets(dataset, config)
-    return tuple(float(train.evaluate(states, *sets[name], config.eval_batch_size, step=population.eval_step)[-1])
+    return tuple(float(steps.evaluate(states, *sets[name], config.eval_batch_size, step=steps.population_eval_step)[-1])
                  for name in ("val_loss", "test_loss"))
 
 
@@ -61,7 +61,7 @@ def rows(path):
                "val_loss": f"{pick['val_loss']:.4f}", "test_loss": f"{pick['test_loss']:.4f}"}
         return
     for i, member in enumerate(population.member_configs(config)):
-        pick = chosen([m for m in metrics if m.get("member") == i])
+        pick = chosen([m for m in metrics if m.get("member") == i and "val_loss" in m])
         yield {**common, "member": i, **{k: member[k] for k in SETTINGS}, "best_step": pick["step"],
                "val_loss": f"{pick['val_loss']:.4f}", "test_loss": f"{pick['test_loss']:.4f}"}
     val, test = ensemble_of_best(workdir, config)

@@ -1,9 +1,9 @@
-"""Regenerates the README's model table: every model trained on names.txt under makemore's protocol.
+"""Regenerates the model table of docs/models.md: every model trained on names.txt under makemore's protocol.
 
     python scripts/zoo.py [-i ../shared/data/names.txt] [--types mlp,gru] [--max-steps N] [--json zoo.json]
 
 Each model trains with its own config (configs/TYPE.py: 10,000 steps for makemore's models, the
-lectures' 200,000 SGD steps for mlp_bn and wavenet) into WORKDIR/TYPE; the table gives its
+lectures' SGD for mlp_bn, 200,000 steps, and wavenet, 30,000) into WORKDIR/TYPE; the table gives its
 parameters, the test loss at the end and the best one, and the median ms/step of compiled training
 (500-step dispatches after a warm-up, timed apart from the run).
 """
@@ -20,15 +20,17 @@ import jax
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mmjax import cli, train  # noqa: E402
+from mmjax import cli  # noqa: E402
+from mmjax.state import create_train_state  # noqa: E402
+from mmjax.steps import train_steps  # noqa: E402
 from mmjax.models import MODELS, create_model  # noqa: E402
 from mmjax.workdir import WorkDir  # noqa: E402
 
 
 def ms_per_step(config, dataset, steps=500, repeats=3):
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
+    state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     x_nt, y_nt = map(jax.numpy.asarray, dataset.vocab.encode_words(dataset.train_words))
-    run = lambda s: train.train_steps(s, x_nt, y_nt, num_steps=steps, batch_size=config.batch_size)
+    run = lambda s: train_steps(s, x_nt, y_nt, num_steps=steps, batch_size=config.batch_size)
     state, losses = run(state)
     losses.block_until_ready()
     times = []
@@ -50,7 +52,7 @@ def zoo_row(model_type, input_file, workdir, max_steps):
     run = WorkDir(workdir)
     config, dataset = run.load_config(), run.load_dataset()
     evals = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines() if "test_loss" in l]
-    state = run.restore(train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
+    state = run.checkpoints.restore(create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed)))
     row = {"type": model_type, "params": sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
            "steps": evals[-1]["step"], "test_loss": evals[-1]["test_loss"],
            "best_test_loss": min(e["test_loss"] for e in evals), "wall_s": wall_s}

@@ -4,16 +4,18 @@ encoded words, and fresh train states (the one place tests call create_train_sta
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
 import pytest
 
 from conftest import ROOT
-from mmjax import cli
+from mmjax import cli, inference
 from mmjax.config import get_config
 from mmjax.input_pipeline import Vocab
-from mmjax.train import create_train_state
+from mmjax.models import create_model
+from mmjax.state import create_train_state
 
 # train.py's flags for a model that compiles and trains in a second or two
 SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--no-progress"]
@@ -61,7 +63,7 @@ def run_command(script, *argv, env=None, timeout=300):
 
 
 def assert_refused(result, message):
-    """A refusal as the README promises it: exit status 2 and one line on stderr with `message`."""
+    """A refusal as docs/troubleshooting.md promises it: exit status 2 and one line on stderr with `message`."""
     status, _, err = result
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err, (status, err)
 
@@ -74,3 +76,15 @@ def names_batch(seed, batch_size=16, vocab_size=27, block_size=12):
     words = ["".join(rng.choice(chars, rng.integers(1, block_size))) for _ in range(batch_size)]
     x_bt, y_bt = Vocab(chars, block_size - 1).encode_words(words)
     return jax.numpy.asarray(x_bt), jax.numpy.asarray(y_bt)
+
+
+def random_run(dataset, model_type="transformer", seed=0, scale=0.2, **changes):
+    """An inference.Run of a small model on `dataset` with random weights: normal, std `scale`, drawn by numpy
+    for the shapes of the model's parameters. Not its initialisation, whose compile costs seconds; any weights
+    do for the functions that take a loaded Run (scoring, sampling). No training, no work dir."""
+    config = small_config(model_type, seed=seed, **changes)
+    model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, dataset.vocab.block_size), np.int32))
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda s: (scale * rng.standard_normal(s.shape)).astype(s.dtype), shapes["params"])
+    return inference.Run(config, dataset, model, types.SimpleNamespace(params=params, batch_stats={}))

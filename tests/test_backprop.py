@@ -96,7 +96,7 @@ def train_losses(tmp_path, name, *flags):
 
 
 def assert_manual_training_matches(tmp_path, learned_below, *flags):
-    """What the README says: the same test loss to four decimals at every evaluation."""
+    """What docs/lectures.md says: the same test loss to four decimals at every evaluation."""
     auto, manual = train_losses(tmp_path, "auto", *flags), train_losses(tmp_path, "manual", *flags, "--manual-grad")
     assert [m["step"] for m in manual] == [m["step"] for m in auto]
     assert auto[-1]["train_loss"] < learned_below

@@ -45,7 +45,7 @@ def disk_full(faults, tmp_path_factory):
 def assert_same_run(run, whole):
     """Bit for bit: both checkpoints' states, and metrics.jsonl."""
     for which in ("latest", "best"):
-        ours, theirs = (inference.load(r, which).state for r in (run, whole))
+        ours, theirs = (inference.load(r, which=which).state for r in (run, whole))
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
             np.testing.assert_array_equal(a, b)
     assert (run / "metrics.jsonl").read_bytes() == (whole / "metrics.jsonl").read_bytes()
@@ -60,7 +60,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes(disk_full, case, f
         assert not WorkDir(run).has_run
         train("-i", words, "-o", run, *RUN)
     else:  # what was saved before the disk filled restores, and the metrics up to it read
-        assert int(inference.load(run, "latest").state.step) == 20
+        assert int(inference.load(run, which="latest").state.step) == 20
         assert [m["step"] for m in WorkDir(run).metrics()][:3] == [10, 20, 20]
         if case == "metrics line":  # dropping the metrics after the checkpoint fails too: the file stays whole
             before = (run / "metrics.jsonl").read_bytes()
@@ -98,7 +98,7 @@ def test_one_run_per_work_dir_and_sampling_while_it_trains(words_file, tmp_path)
     finally:
         trainer.send_signal(signal.SIGKILL)
         trainer.wait()
-    latest = int(inference.load(run, "latest").state.step)
+    latest = int(inference.load(run, which="latest").state.step)
     train("-o", run, "--resume", "--max-steps", latest + 10, "--no-progress")  # no stale lock
-    assert int(inference.load(run, "latest").state.step) == latest + 10
+    assert int(inference.load(run, which="latest").state.step) == latest + 10
     gc.collect()  # the abandoned reads' coroutines end here, under this test's filter, not in a later test

@@ -77,7 +77,7 @@ def test_resumed_after_kill_9_equals_the_run_never_stopped(runs, case):
     train("-o", run, "--resume", "--no-progress")
     assert checkpoints(run) == checkpoints(whole) == ({"best": checkpoints(whole)[0]["best"], "latest": [60]}, [])
     for which in ("latest", "best"):
-        ours, theirs = (inference.load(r, which).state for r in (run, whole))
+        ours, theirs = (inference.load(r, which=which).state for r in (run, whole))
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
             np.testing.assert_array_equal(a, b)
     assert (run / "metrics.jsonl").read_bytes() == (whole / "metrics.jsonl").read_bytes()

@@ -20,8 +20,9 @@ from mmjax import optimizers
 from mmjax.config import get_config
 from mmjax.input_pipeline import Dataset
 from mmjax.errors import UserError
+from mmjax.workdir import WorkDir
 from mmjax.models import MODELS
-from mmjax.train import create_train_state
+from mmjax.state import create_train_state
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, n_embd2=16, log_every=10, eval_every=20)
 
@@ -104,12 +105,38 @@ def test_hyperparameters_live_in_the_optimiser_state_one_per_model_under_vmap():
     np.testing.assert_allclose(steps, learning_rates, rtol=0.05)
 
 
-def test_the_trainer_does_not_import_the_lecture_tools_or_the_cli():
-    code = ("import sys, mmjax.train, mmjax.inference; "
-            "print(sorted(m for m in ('mmjax.backprop', 'mmjax.diagnostics', 'mmjax.plots', 'mmjax.cli') "
-            "if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert result.stdout.strip() == "[]"
+def test_the_layers_import_downwards_only():
+    """The trainer imports neither the lecture tools nor the command line; the loader, the pictures and the
+    converter never import the training loop (mmjax.train) or what it trains (mmjax.trainees)."""
+    code = ("import sys, importlib; first = sys.argv[1].split(','); [importlib.import_module(m) for m in first]; "
+            "print(sorted(m for m in sys.argv[2].split(',') if m in sys.modules))")
+    layers = [("mmjax.train,mmjax.inference", "mmjax.backprop,mmjax.diagnostics,mmjax.plots,mmjax.cli"),
+              ("mmjax.inference,mmjax.plots,mmjax.interop", "mmjax.train,mmjax.trainees,mmjax.cli")]
+    for imported, absent in layers:
+        result = subprocess.run([sys.executable, "-c", code, imported, absent], capture_output=True, text=True,
+                                timeout=120, check=True)
+        assert result.stdout.strip() == "[]", (imported, result.stdout)
+
+
+def test_the_api_trains_a_population_and_samples_its_members_and_ensemble(tmp_path, capsys):
+    """mmjax.train_and_evaluate trains the population a config asks for; mmjax.sample takes `member` and
+    `ensemble`; sample i depends only on (seed, i) there too."""
+    words = write_words(tmp_path / "words.txt")
+    config = mmjax.get_config("mlp", max_steps=20, population=2, sweep="learning_rate=1e-3,3e-3", diagnostics=False,
+                              **TINY)
+    states = mmjax.train_and_evaluate(config, tmp_path / "pop", words, progress=False)
+    assert states.step.tolist() == [20] * 4
+    assert "winner: learning_rate=" in capsys.readouterr().out  # the end table
+    best = int(np.argmin([min(m["test_loss"] for m in WorkDir(tmp_path / "pop").metrics()
+                              if m.get("member") == i and "test_loss" in m) for i in range(4)]))
+    by_member = {i: mmjax.sample(tmp_path / "pop", num_samples=12, seed=3, member=i) for i in range(4)}
+    assert mmjax.sample(tmp_path / "pop", num_samples=12, seed=3) == by_member[best]
+    assert len({tuple(names) for names in by_member.values()}) > 1
+    ensemble = mmjax.sample(tmp_path / "pop", num_samples=12, seed=3, ensemble=True)
+    assert mmjax.sample(tmp_path / "pop", num_samples=5, seed=3, ensemble=True) == ensemble[:5]
+    assert all(set(name) <= set("abcdefgh") for name in ensemble) and ensemble not in by_member.values()
+    with pytest.raises(UserError, match="--member 4 is not in the population: pass one of 0..3"):
+        mmjax.sample(tmp_path / "pop", member=4)
 
 
 def test_a_non_editable_install_runs_from_any_directory(tmp_path):

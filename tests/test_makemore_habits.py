@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from helpers import compiled_count
 from mmjax import cli, inference, sampling
-from mmjax.workdir import first_difference
+from mmjax.input_pipeline import first_difference
 from test_bad_input import fails, tree_digest
 
 TINY = ["--type", "bigram", "--no-progress"]
@@ -50,7 +50,7 @@ def test_makemores_commands_train_sample_and_resume(names):
     assert (d / "names" / "words.sha256").read_text() == hashlib.sha256("\n".join(words).encode()).hexdigest() + "\n"
     assert expected in results["sample"].stdout
     latest = sorted(p.name for p in (d / "names" / "checkpoints" / "latest").iterdir())
-    assert latest == ["40"] and int(inference.load(d / "names", "latest").state.step) == 40
+    assert latest == ["40"] and int(inference.load(d / "names", which="latest").state.step) == 40
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_an_absent_device_names_the_platforms_jax_sees(tmp_path, device, platfor
     result = train_py("--device", device, "-o", tmp_path / "run")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (f"error: --device {device}: jax sees no {platform} device here, only cpu: pass --device "
-                             f"cpu, or install jax for {name} (README: GPU, TPU and several devices)\n")
+                             f"cpu, or install jax for {name} (docs/devices.md)\n")
     assert not (tmp_path / "run").exists()
 
 
@@ -132,7 +132,7 @@ def test_flag_refusals(tmp_path, capsys, argv, message):
 def train_in_process(words, run, *argv):
     cli.train_command(["-i", str(words), "-o", str(run), *TINY, "--max-steps", "60", "--log-every", "10",
                        "--eval-every", "30", *argv])
-    return inference.load(run, "latest").state
+    return inference.load(run, which="latest").state
 
 
 def test_samples_while_training_at_the_end_of_each_dispatch_that_passes_a_multiple(tmp_path, capsys):

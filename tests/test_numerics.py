@@ -12,12 +12,16 @@ import pytest
 
 from conftest import ROOT
 from helpers import SMALL, fresh_state, small_config
+from mmjax.workdir import WorkDir
 from mmjax import cli, losses, optimizers
 from mmjax.input_pipeline import Dataset, read_words
 from test_bad_input import tree_digest
 
 TRAIN = cli.train_main
 DIVERGES = "3e38"  # AdamW's first steps move every parameter by about the learning rate: float32 overflows
+# The bigram's logits are its parameters: at 1e37 each target's NLL stays finite (about 1e37) and their sum
+# over a batch overflows to infinity, before any parameter does
+OVERFLOWS = "1e37"
 
 
 def train_cli(*argv):
@@ -37,16 +41,29 @@ def words_file_module(tmp_path_factory):
     return write_words(tmp_path_factory.mktemp("words") / "words.txt")
 
 
+@pytest.fixture(scope="module")
+def trained_bigram(tmp_path_factory, words_file_module):
+    run = tmp_path_factory.mktemp("numerics") / "bigram"
+    train_cli("-i", words_file_module, "-o", run, "--type", "bigram", "--no-progress", "--max-steps", 20,
+              "--eval-every", 20, "--log-every", 20)
+    return run
+
+
 @pytest.fixture
 def run(trained, tmp_path):
     return shutil.copytree(trained, tmp_path / "run")
 
 
-def diverge(capsys, run, *argv):
+@pytest.fixture
+def bigram_run(trained_bigram, tmp_path):
+    return shutil.copytree(trained_bigram, tmp_path / "bigram")
+
+
+def diverge(capsys, run, *argv, learning_rate=DIVERGES):
     """Resumes `run` with a learning rate that overflows: exit status 3 and stderr."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit:
-        train_cli("-o", run, "--resume", "-l", DIVERGES, "--no-progress", *argv)
+        train_cli("-o", run, "--resume", "-l", learning_rate, "--no-progress", *argv)
     assert exit.value.code == 3
     return capsys.readouterr().err
 
@@ -67,6 +84,27 @@ def test_a_non_finite_evaluation_is_never_saved(run, capsys):
     assert tree_digest(run / "checkpoints") == checkpoints
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 21 and np.isfinite(last["loss"])  # step 21's loss, before its update, was finite
+
+
+def test_an_infinite_training_loss_stops_at_its_step_and_saves_nothing(bigram_run, capsys):
+    checkpoints, metrics = tree_digest(bigram_run / "checkpoints"), (bigram_run / "metrics.jsonl").read_text()
+    err = diverge(capsys, bigram_run, "--max-steps", 30, "--log-every", 10, learning_rate=OVERFLOWS)
+    # step 21's update makes the parameters about 1e37: step 22's summed NLL overflows, later steps' may be NaN
+    assert err == ("error: loss is inf at step 22, so training stopped (checkpoints before it are kept): "
+                   "--resume with a lower --learning-rate or with --grad-clip 1\n")
+    assert tree_digest(bigram_run / "checkpoints") == checkpoints
+    assert (bigram_run / "metrics.jsonl").read_text() == metrics
+
+
+def test_an_infinite_evaluation_is_never_saved(bigram_run, capsys):
+    checkpoints = tree_digest(bigram_run / "checkpoints")
+    err = diverge(capsys, bigram_run, "--max-steps", 21, "--log-every", 1, "--eval-every", 1,
+                  learning_rate=OVERFLOWS)
+    assert err == ("error: test_loss is inf at step 21, so training stopped (checkpoints before it are kept): "
+                   "--resume with a lower --learning-rate or with --grad-clip 1\n")
+    assert tree_digest(bigram_run / "checkpoints") == checkpoints
+    last = json.loads((bigram_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 21 and np.isfinite(last["loss"])
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +133,7 @@ def test_clipping_scales_the_gradients_down_to_the_global_norm(gradients, clip_o
         np.testing.assert_allclose(u, -scale * g, rtol=1e-5, atol=1e-12)
 
 
-def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients):
+def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients, tmp_path):
     params, grads, norm = gradients
     clipped = first_update(small_config(grad_clip=norm / 4), params, grads)
     adamw = optax.adamw(5e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01)
@@ -107,5 +145,5 @@ def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients):
         jax.tree.leaves(clipped), jax.tree.leaves(first_update(small_config(), params, grads))))
     states = [jax.eval_shape(optimizers.make_optimizer(small_config(grad_clip=c)).init, params) for c in (0.0, 1.0)]
     assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])  # so --resume can turn clipping on
-    config = cli.resolve_config(cli.train_parser().parse_args(["--grad-clip", "0.5"]))
+    config = cli.resolve_config(cli.train_parser().parse_args(["--grad-clip", "0.5"]), WorkDir(tmp_path / "new"))
     assert config.grad_clip == 0.5

@@ -16,7 +16,9 @@ import pytest
 
 import mmjax
 from conftest import ROOT, write_words
-from mmjax import cli, interop, optimizers, population, sampling, train
+from mmjax import cli, inference, interop, optimizers, population, sampling, steps
+from mmjax.errors import UserError
+from mmjax.state import create_train_state
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
 
@@ -38,14 +40,14 @@ CASES = {
 # train.py that sends itself a signal (SIGKILL, SIGTERM) as the population's dispatch from step N starts
 DRIVER = """
 import os, signal, sys
-from mmjax import cli, population
+from mmjax import cli, steps
 signum, at = getattr(signal, sys.argv.pop(1)), int(sys.argv.pop(1))
-train_steps = population.train_steps
+train_steps = steps.population_train_steps
 def signalling_train_steps(states, *args, **kwargs):
     if int(states.step[0]) == at:
         os.kill(os.getpid(), signum)
     return train_steps(states, *args, **kwargs)
-population.train_steps = signalling_train_steps
+steps.population_train_steps = signalling_train_steps
 cli.run(cli.train_main, cli.train_parser())
 """
 
@@ -67,7 +69,7 @@ def train_cli(*args):
 def restored(path):
     """A population work dir's latest checkpoint: {"state": stacked TrainState, "best": each member's best}."""
     workdir = WorkDir(path, read_only=True)
-    return workdir.restore(population.abstract_checkpoint(workdir.load_config(), workdir.load_dataset().vocab))
+    return workdir.checkpoints.restore(population.abstract_checkpoint(workdir.load_config(), workdir.load_dataset().vocab))
 
 
 def evaluations(path, **match):
@@ -115,7 +117,7 @@ def test_a_member_is_the_standalone_run_of_its_seed_and_hyperparameters(runs, mo
     for a, b in zip(ours, theirs):
         assert abs(a["test_loss"] - b["test_loss"]) < 1e-5 and abs(a["train_loss"] - b["train_loss"]) < 1e-5
     member_params = jax.tree.map(lambda a: a[member], restored(population_run)["state"].params)
-    alone_params = mmjax.inference.load(alone, "latest").state.params
+    alone_params = mmjax.inference.load(alone, which="latest").state.params
     ours, theirs = without_key_bias(model_type, member_params), without_key_bias(model_type, alone_params)
     assert ours.keys() == theirs.keys()
     for path in ours:
@@ -141,7 +143,7 @@ def test_the_table_and_metrics_of_a_sweep(runs, capsys):
     config = WorkDir(runs / "gru_population").load_config()
     metrics = WorkDir(runs / "gru_population").metrics()
     table = population.summary(config, population.member_configs(config), metrics, "test_loss")
-    best = {i: min(m["test_loss"] for m in metrics if m.get("member") == i) for i in range(4)}
+    best = {i: min(m["test_loss"] for m in metrics if m.get("member") == i and "test_loss" in m) for i in range(4)}
     means = {rate: np.mean([best[i], best[i + 1]]) for rate, i in ((5e-4, 0), (1e-2, 2))}
     winner = min(means, key=means.get)
     assert f"winner: learning_rate={winner:g} (test_loss {means[winner]:.4f} mean over 2 seeds)" in table
@@ -204,9 +206,11 @@ def test_the_command_gives_a_population_a_cpu_device_per_core(tmp_path, words_fi
     # the same decision for a population that only the --config file makes one
     config_file = tmp_path / "sweep.py"
     config_file.write_text("import mmjax\n\ndef get_config():\n    return mmjax.get_config('mlp', sweep='seed=1,2')\n")
-    asks = lambda *argv: cli.trains_a_population(cli.train_parser().parse_args(["-o", str(tmp_path / "new"), *argv]))
+    asks = lambda *argv: population.is_population(cli.resolve_config(
+        cli.train_parser().parse_args(["-o", str(tmp_path / "new"), *argv]), WorkDir(tmp_path / "new")))
     assert asks("--config", str(config_file)) and asks("--population", "2") and not asks("--type", "mlp")
-    assert not asks("--config", str(tmp_path / "absent.py"))  # the error is train_main's to give
+    with pytest.raises(UserError, match="no config file"):  # refused before any device is set up
+        asks("--config", str(tmp_path / "absent.py"))
 
 
 def test_ensemble_loss_is_the_nll_of_the_averaged_probabilities(words_file):
@@ -214,7 +218,7 @@ def test_ensemble_loss_is_the_nll_of_the_averaged_probabilities(words_file):
     dataset = mmjax.input_pipeline.Dataset.from_words(words_file.read_text().split(), SEED)
     x_bt, y_bt = dataset.vocab.encode_words(dataset.test_words)
     states = population.create_states(config, dataset.vocab, population.member_configs(config))
-    sums, count = population.eval_step(states, x_bt, y_bt)
+    sums, count = steps.population_eval_step(states, x_bt, y_bt)
     losses_k = np.asarray(sums, np.float64) / int(count)
     logits_kbtv = np.asarray(jax.vmap(lambda s: s.apply_fn({"params": s.params}, x_bt))(states), np.float64)
     probs_kbtv = np.exp(logits_kbtv - logits_kbtv.max(-1, keepdims=True))
@@ -225,14 +229,14 @@ def test_ensemble_loss_is_the_nll_of_the_averaged_probabilities(words_file):
     assert losses_k[-1] <= losses_k[:-1].mean() and len(set(losses_k[:-1].round(6))) == 3
     # identical members: the ensemble is each of them
     same = population.create_states(config, dataset.vocab, population.member_configs(config)[:1] * 3)
-    sums, count = population.eval_step(same, x_bt, y_bt)
+    sums, count = steps.population_eval_step(same, x_bt, y_bt)
     np.testing.assert_allclose(np.asarray(sums[1:]), float(sums[0]), rtol=1e-6)
 
 
 def test_sampling_the_mixture_of_identical_members_samples_the_member(words_file):
     config = mmjax.get_config("gru", **SMALL["gru"])
     dataset = mmjax.input_pipeline.Dataset.from_words(words_file.read_text().split(), SEED)
-    state = train.create_train_state(config, dataset.vocab, jax.random.PRNGKey(5))
+    state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(5))
     model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
     variables = {"params": state.params}
     stacked = jax.tree.map(lambda a: jnp.stack([a, a]), variables)
@@ -243,7 +247,7 @@ def test_sampling_the_mixture_of_identical_members_samples_the_member(words_file
 def test_sample_and_export_pick_a_member(runs, tmp_path, capsys):
     path = runs / "gru_population"
     best = restored(path)["best"]
-    chosen = population.load(path)
+    chosen = inference.load(path)
     assert chosen.config.seed == SEED + int(np.argmin(best["score"])) % 2
     cli.sample_main(cli.sample_parser().parse_args(["-o", str(path), "--ensemble", "-n", "5"]))
     assert "novelty" in capsys.readouterr().out

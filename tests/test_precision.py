@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import fresh_state, names_batch, small_config
-from mmjax import cli, population, precision, sampling, train
+from mmjax import cli, losses, precision, sampling, scoring, steps
 from mmjax.models import create_model
 
 V, T = 27, 12
@@ -43,17 +43,19 @@ def _vocab():
 
 def test_every_product_of_training_evaluation_and_sampling_is_float32_at_highest(setup):
     """The GPU problem, caught on the CPU: the float32 programs' products say HIGHEST, the gradient's included
-    (the population's evaluation, the diagnostics and the others go through the same losses.forward)."""
+    (the population's evaluation, the diagnostics and the others go through the same losses.forward;
+    scoring's kernels set it themselves)."""
     config, state, x_bt, y_bt = setup
     states = jax.tree.map(lambda a: jnp.stack([a, a]), state)
     model = create_model(config, V, T)
     lowered = {
-        "train": train.train_steps.lower(state, x_bt, y_bt, num_steps=1, batch_size=8),
-        "eval": train.eval_step.lower(state, x_bt, y_bt),
-        "population": population.train_steps.lower(states, x_bt, y_bt, num_steps=1, batch_size=8),
+        "train": steps.train_steps.lower(state, x_bt, y_bt, num_steps=1, batch_size=8),
+        "eval": steps.eval_step.lower(state, x_bt, y_bt),
+        "population": steps.population_train_steps.lower(states, x_bt, y_bt, num_steps=1, batch_size=8),
         "sampling": sampling.sample_chunk.lower(model, {"params": state.params}, jax.random.PRNGKey(0), 0, 8,
                                                 jnp.zeros((0,), jnp.int32), rows=4, chunk=8,
                                                 options=sampling.SampleOptions()),
+        "scoring": scoring.surprisal_kernel.lower(model, {"params": state.params}, x_bt, jnp.full((8,), 3)),
     }
     for name, program in lowered.items():
         assert product_precisions(program.as_text()) == {"HIGHEST"}, name
@@ -64,7 +66,7 @@ def test_the_fast_modes_ask_for_their_precision(setup, compute_dtype):
     """tf32: HIGH, TF32 on a GPU; bfloat16: jax's default. compute_dtype is a static argument: each compiles
     its own program."""
     config, state, x_bt, y_bt = setup
-    text = train.train_steps.lower(state, x_bt, y_bt, num_steps=1, batch_size=8, compute_dtype=compute_dtype).as_text()
+    text = steps.train_steps.lower(state, x_bt, y_bt, num_steps=1, batch_size=8, compute_dtype=compute_dtype).as_text()
     assert product_precisions(text) == {WANTED[compute_dtype]}
 
 
@@ -75,7 +77,7 @@ def test_manual_gradients_ask_for_highest():
     config = small_config("mlp_bn")
     state = fresh_state(config, _vocab())
     x_bt, y_bt = names_batch(0, batch_size=8, vocab_size=V, block_size=T)
-    text = train.train_steps.lower(state, x_bt, y_bt, num_steps=1, batch_size=8,
+    text = steps.train_steps.lower(state, x_bt, y_bt, num_steps=1, batch_size=8,
                                    value_and_grad=backprop.value_and_grad).as_text()
     assert product_precisions(text) == {"HIGHEST"}
 
@@ -88,8 +90,8 @@ def test_on_the_cpu_highest_is_what_jax_computed_before_bit_for_bit(setup, monke
 
     def run():  # a fresh program each time: the precision is read when it is traced
         def steps(state):
-            state, step_losses = jax.lax.scan(lambda s, _: train.train_step(s, x_bt, y_bt, 8), state, length=2)
-            return step_losses, state.params, train.losses.forward(state, state.params, x_bt)[0]
+            state, step_losses = jax.lax.scan(lambda s, _: steps.train_step(s, x_bt, y_bt, 8), state, length=2)
+            return step_losses, state.params, losses.forward(state, state.params, x_bt)[0]
         return jax.device_get(jax.jit(steps)(state))
 
     highest = run()

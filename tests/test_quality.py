@@ -11,7 +11,7 @@ from conftest import ROOT
 from helpers import run_command
 from mmjax import cli
 
-# Test loss at the end of each config's run. mlp: makemore's 2.0531 was a lucky seed (README, Models);
+# Test loss at the end of each config's run. mlp: makemore's 2.0531 was a lucky seed (docs/models.md);
 # mmjax and PyTorch both average 2.0615 over seeds, so the bound is 2.065 rather than the issue's 2.06.
 TARGETS = {"transformer": 1.985, "mlp": 2.065, "gru": 2.045, "rnn": 2.095, "bow": 2.195, "lstm": 2.05,
            "wavenet": 2.00, "mlp_bn": 2.08}
@@ -36,7 +36,7 @@ def test_neural_bigram_lands_within_0_01_of_the_counted_one(names_file, tmp_path
     assert abs(neural - counted) < 0.01
 
 
-# configs/names_best.py's figure in README "Results": the test loss where validation chose (issue 15's protocol)
+# configs/names_best.py's figure in docs/record.md: the test loss where validation chose (issue 15's protocol)
 NAMES_BEST = 1.8776
 
 
@@ -49,7 +49,7 @@ def test_names_best_reproduces_its_figure(names_file, tmp_path):
     assert abs(chosen["test_loss"] - NAMES_BEST) <= 0.005
 
 
-# docs/record/sweep_lr_long.py's ensemble in README "Results": the mixture of its 6 members' best-by-validation
+# docs/record/sweep_lr_long.py's ensemble in docs/record.md: the mixture of its 6 members' best-by-validation
 # checkpoints, as scripts/record_table.py scores it (issue 15's second goal: <= 1.85 in <= 60 minutes)
 ENSEMBLE_BEST = 1.8480
 

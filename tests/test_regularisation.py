@@ -18,8 +18,9 @@ import pytest
 import mmjax
 from conftest import write_words
 from helpers import SMALL, assert_refused, run_command, small_config, train
-from mmjax import optimizers, population, sampling
+from mmjax import optimizers, population, sampling, steps
 from mmjax import train as trainer
+from mmjax.state import create_train_state
 from mmjax.errors import UserError
 from mmjax.input_pipeline import Dataset, read_words
 from mmjax.models import MODELS, create_model, has_dropout
@@ -81,10 +82,10 @@ def test_dropout_changes_the_training_loss_and_rate_zero_changes_nothing(words_f
     dataset = Dataset.from_words(read_words(words_file), config.seed)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
 
-    initial = jax.jit(functools.partial(trainer.create_train_state, config, dataset.vocab))(jax.random.PRNGKey(0))
+    initial = jax.jit(functools.partial(create_train_state, config, dataset.vocab))(jax.random.PRNGKey(0))
 
     def run(rate):  # from a copy of one state (its apply_fn, so one compilation for every traced rate)
-        state, losses = trainer.train_steps(jax.tree.map(jnp.copy, initial), x_nt, y_nt, rate, num_steps=10,
+        state, losses = steps.train_steps(jax.tree.map(jnp.copy, initial), x_nt, y_nt, rate, num_steps=10,
                                             batch_size=32)
         return jax.device_get((state.params, losses))
 
@@ -102,10 +103,10 @@ def test_parameter_averaging_is_the_hand_computed_average_and_leaves_training_al
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
 
     def run(ema_decay):  # one step per dispatch, each step's parameters kept
-        state = trainer.create_train_state(small_config("mlp", ema_decay=ema_decay), dataset.vocab, jax.random.PRNGKey(0))
+        state = create_train_state(small_config("mlp", ema_decay=ema_decay), dataset.vocab, jax.random.PRNGKey(0))
         params = [jax.device_get(state.params)]
         for _ in range(12):
-            state, _ = trainer.train_steps(state, x_nt, y_nt, num_steps=1, batch_size=32)
+            state, _ = steps.train_steps(state, x_nt, y_nt, num_steps=1, batch_size=32)
             params.append(jax.device_get(state.params))
         return state, params
 
@@ -126,15 +127,15 @@ def test_an_averaged_run_evaluates_keeps_and_resumes_its_average(tmp_path, words
     samples), a resumed run continues it exactly, and a population member is its standalone run."""
     config = small_config("mlp", **STEPS, val_size=VAL, ema_decay=0.9, dropout=0.2)
     trainer.train_and_evaluate(config, tmp_path / "run", words_file, progress=False)
-    latest = WorkDir(tmp_path / "run").restore(trainer.create_train_state(
+    latest = WorkDir(tmp_path / "run").checkpoints.restore(create_train_state(
         config, WorkDir(tmp_path / "run").load_dataset().vocab, jax.random.PRNGKey(0)))
     average = optimizers.evaluated(latest)
     assert latest.params is not average.params
     dataset = WorkDir(tmp_path / "run").load_dataset()
     x_nt, y_nt = dataset.vocab.encode_words(dataset.val_words)
     logged = evaluations(tmp_path / "run")[-1]
-    assert logged["val_loss"] == pytest.approx(trainer.evaluate(average, x_nt, y_nt, 500), abs=1e-6)
-    assert logged["val_loss"] != pytest.approx(trainer.evaluate(latest, x_nt, y_nt, 500), abs=1e-4)
+    assert logged["val_loss"] == pytest.approx(steps.evaluate(average, x_nt, y_nt, 500), abs=1e-6)
+    assert logged["val_loss"] != pytest.approx(steps.evaluate(latest, x_nt, y_nt, 500), abs=1e-4)
     best = mmjax.inference.load(tmp_path / "run")  # the lowest val_loss is at the last step, 20
     assert int(best.state.step) == min(evaluations(tmp_path / "run"), key=lambda m: m["val_loss"])["step"] == 20
     jax.tree.map(np.testing.assert_array_equal, best.state.params, average.params)
@@ -144,7 +145,7 @@ def test_an_averaged_run_evaluates_keeps_and_resumes_its_average(tmp_path, words
     resumed = trainer.train_and_evaluate(config, tmp_path / "resumed", progress=False)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(optimizers.evaluated(resumed).params),
                  jax.device_get(average.params))
-    population.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, ema_decay=0.9, sweep="dropout=0,0.2"),
+    trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, ema_decay=0.9, sweep="dropout=0,0.2"),
                                   tmp_path / "population", words_file, progress=False)
     for a, b in zip(evaluations(tmp_path / "population", member=1), evaluations(tmp_path / "run")):
         assert abs(a["val_loss"] - b["val_loss"]) < 1e-5 and abs(a["test_loss"] - b["test_loss"]) < 1e-5, (a, b)
@@ -161,7 +162,7 @@ def runs(tmp_path_factory):
     words = write_words(d / "words.txt")
     trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, dropout=0.2), d / "val", words,
                                progress=False)
-    population.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, sweep="dropout=0,0.2"), d / "population",
+    trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, sweep="dropout=0,0.2"), d / "population",
                                   words, progress=False)
     return d
 
@@ -224,7 +225,7 @@ def test_a_member_with_dropout_is_the_standalone_run_of_its_rate(runs):
             assert abs(a[name] - b[name]) < 1e-5, (name, a, b)
     rate_0 = evaluations(runs / "population", member=0)
     assert [m["dropout"] for m in rate_0] == [0.0] * 2 and rate_0[-1]["train_loss"] != ours[-1]["train_loss"]
-    best = WorkDir(runs / "population").restore(population.abstract_checkpoint(
+    best = WorkDir(runs / "population").checkpoints.restore(population.abstract_checkpoint(
         WorkDir(runs / "population").load_config(), WorkDir(runs / "population").load_dataset().vocab))["best"]
     for member in (0, 1):  # each member's best: its lowest validation loss
         scores = {m["step"]: m["val_loss"] for m in evaluations(runs / "population", member=member)}
@@ -297,7 +298,7 @@ def test_the_command_refuses_a_rate_of_1_and_a_resume_that_changes_the_split(run
     # a swept rate is checked as each member's (through the API: the command would give this process a CPU
     # device per core for the population)
     with pytest.raises(UserError, match="dropout must be at least 0 and below 1, got 1.0"):
-        population.train_and_evaluate(small_config(sweep="dropout=0,1"), tmp_path / "out", words_file)
+        trainer.train_and_evaluate(small_config(sweep="dropout=0,1"), tmp_path / "out", words_file)
     assert not (tmp_path / "out").exists()
     metrics = (runs / "val" / "metrics.jsonl").read_bytes()
     with pytest.raises(UserError, match=f"holds a run with val_size={VAL}, whose split is recorded, not val_size=5"):

@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, write_words
 from mmjax import cli, inference, sampling
 from mmjax.config import base_config
+from mmjax.checkpoints import Checkpoints
 from mmjax.input_pipeline import Dataset, read_words
 from mmjax.workdir import WorkDir
 
@@ -57,13 +58,13 @@ print(backends_started)
 RESTORE = """
 import sys
 from helpers import fresh_state
-from mmjax import sampling, train
+from mmjax import sampling, trainees
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
 workdir = WorkDir(sys.argv[1])
 config, dataset = workdir.load_config(), workdir.load_dataset()
-state = workdir.restore(fresh_state(config, dataset.vocab))
-state = train.to_devices(state, (), config.batch_size)[0]
+state = workdir.checkpoints.restore(fresh_state(config, dataset.vocab))
+state = jax.device_put(state, trainees.data_parallel(config.batch_size)[0])
 assert jax.device_count() == len(state.params["lm_head"]["kernel"].sharding.device_set)
 save_params(sys.argv[2], state.params)
 assert jax.device_count() == 1 or sampling.local_mesh(40, "rows").size == jax.device_count()
@@ -122,7 +123,7 @@ def test_checkpoints_move_between_8_and_1_devices_and_sample_there_as_here(train
         assert len(trained.files) == len(restored.files) > 5
         for name in trained.files:
             np.testing.assert_array_equal(restored[name], trained[name], err_msg=name)
-        run = inference.load(trained_on[saved_on], "latest")
+        run = inference.load(trained_on[saved_on], which="latest")
         here = sampling.sample(run.model, {"params": run.state.params}, 3, 400, batch_size=40)[0]
         np.testing.assert_array_equal(np.load(tmp_path / f"{saved_on}.npz.samples.npy"), here)
 
@@ -140,7 +141,7 @@ def test_only_process_0_logs_prints_and_samples(words_file, tmp_path, monkeypatc
     monkeypatch.setattr(jax, "process_index", lambda backend=None: 1)
     # Orbax coordinates the processes' saves: it would wait here for a process 0 that does not exist.
     saved = []
-    monkeypatch.setattr(WorkDir, "save", lambda self, state, score, best=None: saved.append(int(state.step)))
+    monkeypatch.setattr(Checkpoints, "save", lambda self, step, latest, best=None, score=None: saved.append(step))
     argv = ["-i", str(words_file), "-o", str(tmp_path / "run"), "--type", "bigram", *SMALL]  # bigram: compiles fast
     cli.train_main(cli.train_parser().parse_args(argv))
     assert saved == [10, 20]  # every process saves
@@ -150,6 +151,6 @@ def test_only_process_0_logs_prints_and_samples(words_file, tmp_path, monkeypatc
     monkeypatch.setattr(jax, "process_index", lambda backend=None: 0)  # process 0 writes the shared work dir
     WorkDir(tmp_path / "run").create(config, Dataset.from_words(read_words(words_file), 0))
     monkeypatch.setattr(jax, "process_index", lambda backend=None: 1)
-    monkeypatch.setattr(WorkDir, "restore", lambda self, state, which: state)
-    assert cli.print_samples(WorkDir(tmp_path / "run"), config) == []
+    monkeypatch.setattr(Checkpoints, "restore", lambda self, abstract, which="latest": abstract)
+    assert cli.print_samples(WorkDir(tmp_path / "run")) == []
     assert capsys.readouterr() == ("", "")  # no progress bar, evaluations or samples

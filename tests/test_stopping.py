@@ -32,15 +32,15 @@ NO_SAVE_HOOK = "this orbax has no orbax.checkpoint.path.atomicity.AtomicRenameTe
 DRIVER = """
 import os, re, signal, sys
 from orbax.checkpoint.path import atomicity
-from mmjax import cli, train
+from mmjax import cli, steps
 
 ctrl_c = lambda: os.kill(os.getpid(), signal.SIGINT)
-train_steps = train.train_steps
+train_steps = steps.train_steps
 def pressing_train_steps(state, *args, **kwargs):
     if int(state.step) == 30:
         ctrl_c()
     return train_steps(state, *args, **kwargs)
-train.train_steps = pressing_train_steps
+steps.train_steps = pressing_train_steps
 finalize = atomicity.AtomicRenameTemporaryPath.finalize
 async def pressing_finalize(self):
     if re.search("latest/40$", str(self.get_final())):
@@ -120,10 +120,10 @@ def test_a_signal_stops_training_at_the_end_of_the_dispatch(runs, name, status):
 
 def test_the_printed_command_ends_the_run_as_if_never_stopped(runs):
     d, stopped, k = runs
-    whole = inference.load(d / "whole", "latest").state
+    whole = inference.load(d / "whole", which="latest").state
     assert int(whole.step) == k
     for name in stopped:
-        state = inference.load(d / name, "latest").state
+        state = inference.load(d / name, which="latest").state
         assert int(state.step) == k
         for a, b in zip(jax.tree.leaves((whole.params, whole.opt_state, whole.rng)),
                         jax.tree.leaves((state.params, state.opt_state, state.rng))):

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 from helpers import SMALL, compiled_count, fresh_state, small_config
-from mmjax import cli, train
+from mmjax import cli, steps
 from mmjax.input_pipeline import Dataset, read_words
 from mmjax.losses import cross_entropy, loss_fn
 from mmjax.workdir import WorkDir
@@ -32,9 +32,9 @@ def test_loss_falls_on_a_small_file(words_file):
     config = small_config()
     state = fresh_state(config, dataset.vocab)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
-    before = train.evaluate(state, x_nt, y_nt, 500)
-    state, losses = train.train_steps(state, x_nt, y_nt, num_steps=300, batch_size=32)
-    after = train.evaluate(state, x_nt, y_nt, 500)
+    before = steps.evaluate(state, x_nt, y_nt, 500)
+    state, losses = steps.train_steps(state, x_nt, y_nt, num_steps=300, batch_size=32)
+    after = steps.evaluate(state, x_nt, y_nt, 500)
     assert losses.shape == (300,) and int(state.step) == 300
     # words of 2..7 uniform letters from 8: the best possible loss is about 1.9
     assert before > 2.2 and after < before - 0.2
@@ -45,12 +45,12 @@ def test_checkpoint_round_trip(tmp_path, words_file):
     config = small_config()
     state = fresh_state(config, dataset.vocab)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
-    state, _ = train.train_steps(state, x_nt, y_nt, num_steps=5, batch_size=8)
+    state, _ = steps.train_steps(state, x_nt, y_nt, num_steps=5, batch_size=8)
     workdir = WorkDir(tmp_path / "run")
     workdir.create(config, dataset)
-    workdir.save(state, score=1.0)
+    workdir.checkpoints.save(5, latest=state, best=state, score=1.0)
     fresh = fresh_state(config, dataset.vocab)
-    restored = WorkDir(tmp_path / "run").restore(fresh)
+    restored = WorkDir(tmp_path / "run").checkpoints.restore(fresh)
     assert int(restored.step) == 5
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -65,23 +65,23 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, words_file):
     config = WorkDir(tmp_path / "whole").load_config()
     dataset = WorkDir(tmp_path / "whole").load_dataset()
     template = fresh_state(config, dataset.vocab)
-    whole = WorkDir(tmp_path / "whole").restore(template)
-    split = WorkDir(tmp_path / "split").restore(template)
+    whole = WorkDir(tmp_path / "whole").checkpoints.restore(template)
+    split = WorkDir(tmp_path / "split").checkpoints.restore(template)
     assert int(whole.step) == int(split.step) == 300
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(split), strict=True):
         np.testing.assert_array_equal(a, b)
     metrics = [(tmp_path / d / "metrics.jsonl").read_text() for d in ("whole", "split")]
     assert metrics[0] == metrics[1]
-    steps = [json.loads(line)["step"] for line in metrics[0].splitlines()]
-    assert steps == [50, 100, 100, 150, 200, 200, 250, 300, 300]
+    logged = [json.loads(line)["step"] for line in metrics[0].splitlines()]
+    assert logged == [50, 100, 100, 150, 200, 200, 250, 300, 300]
 
 
 def test_a_run_compiles_its_train_and_eval_steps_once(tmp_path, words_file):
-    before = compiled_count(train.train_steps), compiled_count(train.eval_step)
+    before = compiled_count(steps.train_steps), compiled_count(steps.eval_step)
     # n_embd 24: a shape no other test compiles; 6 dispatches and 3 evaluations of two sets
     run_train("-i", words_file, "-o", tmp_path / "run", *SMALL, "--n-embd", 24, "--max-steps", 300,
               "--log-every", 50, "--eval-every", 100)
-    assert (compiled_count(train.train_steps), compiled_count(train.eval_step)) == (before[0] + 1, before[1] + 1)
+    assert (compiled_count(steps.train_steps), compiled_count(steps.eval_step)) == (before[0] + 1, before[1] + 1)
 
 
 def test_mixed_precision_keeps_float32_parameters_and_a_close_loss(words_file):
@@ -93,5 +93,5 @@ def test_mixed_precision_keeps_float32_parameters_and_a_close_loss(words_file):
     losses = {dtype: float(loss(state.params, state, x_nt, y_nt, compute_dtype=dtype)[0])
               for dtype in ("float32", "bfloat16")}
     assert losses["bfloat16"] != losses["float32"] and abs(losses["bfloat16"] - losses["float32"]) < 0.02
-    state, _ = train.train_steps(state, x_nt, y_nt, num_steps=3, batch_size=8, compute_dtype="bfloat16")
+    state, _ = steps.train_steps(state, x_nt, y_nt, num_steps=3, batch_size=8, compute_dtype="bfloat16")
     assert {str(leaf.dtype) for leaf in jax.tree.leaves((state.params, state.opt_state))} == {"float32", "int32"}

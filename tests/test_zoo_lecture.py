@@ -17,7 +17,7 @@ from mmjax.config import get_config
 from mmjax.input_pipeline import Vocab
 from mmjax.models import create_model
 from mmjax.losses import loss_fn
-from mmjax.train import evaluate
+from mmjax.steps import evaluate
 
 V, T = 27, 12
 LECTURE_MODELS = ("bigram_counts", "mlp_bn", "wavenet")

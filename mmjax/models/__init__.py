@@ -18,6 +18,7 @@ A model fitted in closed form rather than by gradient steps also has `fit(x_nt, 
 """
 
 import dataclasses
+import functools
 import inspect
 
 from mmjax.errors import UserError
@@ -62,4 +63,11 @@ def create_model(config, vocab_size, block_size):
     sizes = {name: config[name] for name in model_fields(config.type) if config.get(name) is not None}
     if "n_head" in sizes and sizes["n_embd"] % sizes["n_head"]:
         raise UserError(f"n_embd {sizes['n_embd']} is not divisible by n_head {sizes['n_head']}: change one of them")
-    return MODELS[config.type](vocab_size=vocab_size, block_size=block_size, **sizes)
+    return _model(config.type, vocab_size, block_size, tuple(sorted(sizes.items())))
+
+
+@functools.lru_cache(maxsize=64)
+def _model(model_type, vocab_size, block_size, sizes):
+    """One module object per shape: compiled steps take the model (in the train state) as a static argument,
+    compared by identity, so a second run of the same model in a process compiles nothing new."""
+    return MODELS[model_type](vocab_size=vocab_size, block_size=block_size, **dict(sizes))
