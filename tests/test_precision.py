@@ -89,10 +89,10 @@ def test_on_the_cpu_highest_is_what_jax_computed_before_bit_for_bit(setup, monke
     config, state, x_bt, y_bt = setup
 
     def run():  # a fresh program each time: the precision is read when it is traced
-        def steps(state):
+        def two_steps(state):
             state, step_losses = jax.lax.scan(lambda s, _: steps.train_step(s, x_bt, y_bt, 8), state, length=2)
             return step_losses, state.params, losses.forward(state, state.params, x_bt)[0]
-        return jax.device_get(jax.jit(steps)(state))
+        return jax.device_get(jax.jit(two_steps)(state))
 
     highest = run()
     monkeypatch.setitem(precision.COMPUTE_DTYPES, "float32", (jnp.float32, "default"))
