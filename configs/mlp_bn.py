@@ -9,6 +9,7 @@ def get_config():
     config.type = "mlp_bn"
     config.context = 3
     config.n_embd = 10
+    config.diagnostics = True  # lecture 3's statistics of activations, gradients and updates
     config.n_embd2 = 200
     # The lecture's 200K steps: this small model still improves to the end.
     return lecture_sgd(config, max_steps=200_000)

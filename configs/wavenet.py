@@ -9,6 +9,7 @@ def get_config():
     config.type = "wavenet"
     config.context = 8
     config.n_embd = 24
+    config.diagnostics = True  # lecture 3's statistics of activations, gradients and updates
     config.n_embd2 = 128
     # The lecture's optimisation for the lecture's number of training examples: a step here trains on
     # every position of 32 names, about 7 each on names.txt, so its 200K steps of 32 windows are about

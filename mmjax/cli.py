@@ -54,7 +54,7 @@ def train_main(args, whole_process=False):
     the CPU has; called from Python (a notebook), it leaves the session's jax as it is."""
     workdir = WorkDir(args.work_dir, read_only=args.sample_only)
     config = resolve_config(args, workdir)
-    devices.setup(args.device, args.distributed,
+    devices.setup(args.device, args.distributed, whole_process=whole_process,
                   cpu_device_per_core=whole_process and (args.sample_only or population.is_population(config)))
     if args.input_file and (args.resume or args.sample_only):  # makemore's habit: accepted if they are the
         workdir.check_input(args.input_file, args.encoding)      # run's words, and not used
@@ -71,7 +71,7 @@ def train_main(args, whole_process=False):
 
 def sample_main(args, whole_process=False):
     """`whole_process`: as for train_main."""
-    devices.setup(cpu_device_per_core=whole_process)
+    devices.setup(cpu_device_per_core=whole_process, whole_process=whole_process)
     options, workdir = sample_options(args), WorkDir(args.work_dir, read_only=True)
     if args.most_likely is None:
         words = print_samples(workdir, **options)
@@ -118,7 +118,7 @@ def print_most_likely(workdir, n, member=None, ensemble=False, new=False, unique
 
 def score_main(args, whole_process=False):
     """`whole_process`: as for train_main (the rows of each batch split over the CPU's cores)."""
-    devices.setup(cpu_device_per_core=whole_process)
+    devices.setup(cpu_device_per_core=whole_process, whole_process=whole_process)
     names = args.names + [name for path in args.file for name in scoring.read_names(path)]
     if not names:
         raise UserError("no names to score: give them after the flags, or --file F with one name a line")

@@ -13,6 +13,7 @@ import ml_collections
 
 from mmjax.errors import UserError
 from mmjax.models import MODELS, has_dropout, model_fields
+from mmjax import pbt
 from mmjax.optimizers import OPTIMIZERS, SCHEDULES
 from mmjax.precision import COMPUTE_DTYPES
 
@@ -61,10 +62,17 @@ def base_config():
     config.ema_decay = 0.0  # > 0: evaluate, sample and keep as best an average of the parameters (optimizers.py)
     config.compute_dtype = "float32"  # true float32 everywhere; "tf32", "bfloat16": faster on GPU/TPU (precision.py)
     config.manual_grad = False  # mlp_bn: train with lecture 4's manual backward pass (mmjax/backprop.py)
-    config.diagnostics = True  # record lecture 3's diagnostics at each evaluation (mmjax/diagnostics.py)
+    config.diagnostics = False  # record lecture 3's diagnostics at each evaluation (mmjax/diagnostics.py; on in its
+    # configs: they compile a backward pass of their own, seconds at the start of every other run)
     # Population (mmjax/population.py): many models in one compiled program.
     config.population = 0  # > 0: that many seeds (seed, seed + 1, ...) per sweep setting
     config.sweep = ""  # "FIELD=V1,V2;FIELD=..." (--sweep): the grid of hyper-parameters the population covers
+    # Population-based training (mmjax/pbt.py): the worst members copy the best and perturb their hyper-parameters.
+    config.pbt = False
+    config.pbt_every = 2  # evaluations between exploits
+    config.pbt_fraction = 0.25  # the bottom fraction copies the top fraction
+    config.pbt_perturb = "0.8,1.25"  # the factors an explored hyper-parameter is multiplied by
+    config.pbt_fields = "learning_rate,weight_decay,dropout"  # the explored hyper-parameters
     # Bookkeeping.
     config.log_every = 100  # steps per compiled dispatch; loss logged at each
     config.eval_every = 500  # evaluate and checkpoint
@@ -159,6 +167,8 @@ def validate(config):
                   "population"):
         if config[field] < 0:
             raise UserError(f"{field} must not be negative, got {config[field]}: pass 0 or more")
+    if config.pbt:
+        pbt.check(config)
 
 
 def check_resumable(saved, config, where):

@@ -7,6 +7,7 @@ import os
 import jax
 import jax.extend.backend
 
+from mmjax import compile_cache
 from mmjax.errors import UserError
 
 # makemore's --device names, and the jax platform each one is
@@ -21,10 +22,13 @@ def device_flag(text):
     return text
 
 
-def setup(device=None, distributed=False, cpu_device_per_core=False):
+def setup(device=None, distributed=False, cpu_device_per_core=False, whole_process=False):
     """Before anything touches the devices: `cpu_device_per_core` for what splits over devices without
     communicating (populations, sampling; never one model's training, whose batch would be split), then
-    the platform of `device`, joined with the other processes if `distributed`, started and checked."""
+    the platform of `device`, joined with the other processes if `distributed`, started and checked. A
+    `whole_process` (a command, not a notebook's call) also gets the persistent compilation cache."""
+    if whole_process:
+        compile_cache.enable()
     if cpu_device_per_core:
         one_cpu_device_per_core()
     if device:

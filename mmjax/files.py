@@ -2,13 +2,15 @@
 
 import json
 import os
+import pathlib
 
 from mmjax.errors import UserError
 
 
 def write_atomically(path, text):
-    """The whole text or, if writing fails (a full disk), the file as it was."""
-    tmp = path.with_name(path.name + ".tmp")
+    """The whole text or, if writing fails (a full disk), the file as it was; another process writing it at
+    the same time writes its own temporary file."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
@@ -18,6 +20,13 @@ def write_atomically(path, text):
 
 def write_json(path, obj):
     write_atomically(path, json.dumps(obj, indent=1, ensure_ascii=False))
+
+
+def cache_dir():
+    """mmjax's cache directory: $MMJAX_CACHE, else $XDG_CACHE_HOME/mmjax, else ~/.cache/mmjax."""
+    if os.environ.get("MMJAX_CACHE"):
+        return pathlib.Path(os.environ["MMJAX_CACHE"])
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "mmjax"
 
 
 def disk_full(what, e, workdir_path):

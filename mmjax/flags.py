@@ -30,6 +30,10 @@ CONFIG_FLAGS = [
     (("--temperature",), float, "sampling temperature"),
     (("--num-samples", "-n"), int, "number of samples to print"),
     (("--sample-every",), int, "print 10 samples every this many steps (default 200; 0: never)"),
+    (("--pbt-every",), int, "--pbt: evaluations between exploits (default 2)"),
+    (("--pbt-fraction",), float, "--pbt: the bottom fraction by validation loss copies the top one (default 0.25)"),
+    (("--pbt-perturb",), str, "--pbt: the factors, one drawn for each explored hyper-parameter (default 0.8,1.25)"),
+    (("--pbt-fields",), str, "--pbt: the explored hyper-parameters (default learning_rate,weight_decay,dropout)"),
 ]
 
 
@@ -44,6 +48,8 @@ def train_parser(prog=None):
     add("--encoding", default="utf-8", help="text encoding of the input file")
     add("--max-word-length", type=int, help="refuse input lines longer than this (default: no limit)")
     add("--dedupe", action="store_true", default=None, help="drop repeated lines before the split")
+    add("--diagnostics", action="store_true", default=None, help="record lecture 3's statistics of activations, "
+        "gradients and updates at each evaluation (on in configs/mlp_bn.py and wavenet.py; docs/lectures.md)")
     add("--manual-grad", action="store_true", default=None,
         help="mlp_bn: gradients by lecture 4's manual backward pass (mmjax/backprop.py)")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -58,11 +64,14 @@ def train_parser(prog=None):
         add(*flags, type=kind, default=None, help=text)
     add("--sweep", action="append", metavar="FIELD=V1,V2", help="train the population for each of these values "
         "(repeatable: the grid); fields: " + ", ".join(population.SWEEPABLE))
+    add("--pbt", action="store_true", default=None, help="population-based training: every --pbt-every "
+        "evaluations the worst members copy the best and perturb their hyper-parameters (docs/populations.md)")
     return parser
 
 
 def overrides(args):
-    fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe", "manual_grad"]
+    fields = [flags[0][2:].replace("-", "_") for flags, _, _ in CONFIG_FLAGS] + ["dedupe", "diagnostics", "manual_grad",
+                                                                                "pbt"]
     changes = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     if getattr(args, "sweep", None):
         changes["sweep"] = ";".join(args.sweep)

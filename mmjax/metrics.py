@@ -25,6 +25,8 @@ from mmjax.files import disk_full, write_atomically
 NAME = "metrics.jsonl"
 TENSORBOARD = {"train_loss": "Loss/train", "val_loss": "Loss/val", "test_loss": "Loss/test",
                "ensemble_test_loss": "ensemble/Loss/test"}
+# a member's hyper-parameters at each evaluation (population-based training changes them), as hparams/NAME
+HYPERPARAMS = ("learning_rate", "weight_decay", "b1", "b2", "grad_clip", "dropout")
 
 
 def read(workdir_path):
@@ -99,6 +101,8 @@ def writer(workdir_path):
             raise disk_full(path, e, workdir_path) from None
         prefix = f"member_{metrics['member']}/" if "member" in metrics else ""
         scalars = [(prefix + tag, metrics[name]) for name, tag in TENSORBOARD.items() if name in metrics]
+        if prefix and any(name in metrics for name in TENSORBOARD):
+            scalars += [(f"{prefix}hparams/{name}", metrics[name]) for name in HYPERPARAMS if name in metrics]
         if not scalars:
             return
         try:  # an event a scalar, as tensorboardX writes them; a line's in one write

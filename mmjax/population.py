@@ -62,7 +62,8 @@ def members(config):
 def member_configs(config):
     """Each member's standalone config: the run that it equals (its seed and hyper-parameters, the split's seed)."""
     return [config_lib.override(config.copy_and_resolve_references(),
-                                {**member, "split_seed": config_lib.split_seed(config), "population": 0, "sweep": ""})
+                                {**member, "split_seed": config_lib.split_seed(config), "population": 0, "sweep": "",
+                                 "pbt": False})
             for member in members(config)]
 
 
@@ -80,6 +81,15 @@ def with_member_hyperparams(opt_state, configs):
     injected = opt_state[0]
     values = {name: jnp.asarray([c[name] for c in configs], value.dtype) for name, value in injected.hyperparams.items()}
     return (injected._replace(hyperparams=values), *opt_state[1:])
+
+
+def with_hyperparams(configs, opt_state, rates):
+    """The member configs with the optimiser's scalars of the stacked `opt_state` and the dropout `rates`
+    (population-based training's, which change during the run)."""
+    values = {k: jax.device_get(v).tolist() for k, v in optimizers.hyperparams(opt_state).items()}
+    return [config_lib.override(c.copy_and_resolve_references(), {**{k: v[i] for k, v in values.items()},
+                                                                 "dropout": rates[i]})
+            for i, c in enumerate(configs)]
 
 
 def create_states(config, vocab, configs):
@@ -144,7 +154,20 @@ def summary(config, configs, metrics, score_name):
         lines.append(f"ensemble of the {len(configs)} members at step {ensemble[-1]['step']}: {score_name} "
                      f"{ensemble[-1][f'ensemble_{score_name}']:.4f} (best member's best: "
                      f"{min(b[0] for b in best.values()):.4f})")
-    return "\n".join(lines)
+    return "\n".join(lines + lineage(metrics))
+
+
+def lineage(metrics):
+    """Population-based training's exploits, member by member: whom it copied at which step, and its
+    explored hyper-parameters from and to (the schedule they followed)."""
+    exploits = [m["pbt"] for m in metrics if "pbt" in m]
+    lines = ["", "exploits (member <- parent at step: hyper-parameters before -> after):"] if exploits else []
+    for member in sorted({e["member"] for e in exploits}):
+        moves = [f"step {e['step']} <- {e['parent']} (" + ", ".join(
+            f"{k} {e['before'][k]:.3g} -> {e['after'][k]:.3g}" for k in e["after"] if e["after"][k] != e["before"][k])
+            + ")" for e in exploits if e["member"] == member]
+        lines.append(f"member {member}: " + "; ".join(moves))
+    return lines
 
 
 def table(rows):
@@ -178,8 +201,12 @@ class Mixture:
 
 def abstract_checkpoint(config, vocab):
     """The shapes and dtypes of a population's checkpoint, to restore it (no initialisation is computed)."""
-    states = jax.eval_shape(lambda: create_states(config, vocab, member_configs(config)))
-    return {"state": states, "best": jax.eval_shape(initial_best, states)}
+    configs = member_configs(config)
+    states = jax.eval_shape(lambda: create_states(config, vocab, configs))
+    checkpoint = {"state": states, "best": jax.eval_shape(initial_best, states)}
+    if config.pbt:  # the members' dropout rates, which the exploits change
+        checkpoint["dropout"] = jax.ShapeDtypeStruct((len(configs),), jnp.float32)
+    return checkpoint
 
 
 def unstack(tree, i):

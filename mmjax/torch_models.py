@@ -3,6 +3,8 @@ other side of `python -m mmjax.interop compare`, the parity tests and the benchm
 mmjax.interop, the tests and the benchmark scripts import this module (and so torch)."""
 
 import math
+import sys
+import warnings
 
 import torch
 import torch.nn as nn
@@ -203,3 +205,37 @@ def create(model_type, vocab_size, block_size, n_layer=4, n_head=4, n_embd=64, n
     return {"bigram": lambda: Bigram(vocab_size), "mlp": lambda: MLP(vocab_size, block_size, n_embd, n_embd2),
             "bow": lambda: BoW(vocab_size, block_size, n_embd, n_embd2),
             "lstm": lambda: LSTM(vocab_size, n_embd, n_embd2)}[model_type]()
+
+
+class MakemoreWords(torch.utils.data.Dataset):
+    """makemore.py's CharDataset: each item encodes its word in Python when the DataLoader asks."""
+
+    def __init__(self, vocab, words):
+        self.stoi, self.words, self.block_size = {c: i + 1 for i, c in enumerate(vocab.chars)}, words, vocab.block_size
+
+    def __len__(self):
+        return len(self.words)
+
+    def __getitem__(self, i):
+        ix = torch.tensor([self.stoi[c] for c in self.words[i]], dtype=torch.long)
+        x, y = torch.zeros(self.block_size, dtype=torch.long), torch.zeros(self.block_size, dtype=torch.long)
+        x[1:1 + len(ix)], y[:len(ix)] = ix, ix
+        y[len(ix) + 1:] = -1
+        return x, y
+
+
+def batches(dataset, loader="makemore", workers=4):
+    """Endless training batches of 32: makemore.py's DataLoader (its 4 workers, sampling with replacement),
+    or ("tensors") indexing pre-encoded tensors (no data pipeline: a stricter baseline than makemore.py)."""
+    if loader == "makemore":
+        warnings.filterwarnings("ignore", "This DataLoader will create 4 worker")  # makemore's default on 2 cores
+        sampler = torch.utils.data.RandomSampler(range(len(dataset.train_words)), replacement=True,
+                                                 num_samples=10**10)
+        # forking a process with jax's threads can deadlock; makemore.py (no jax) forks
+        context = "spawn" if workers and "jax" in sys.modules else None
+        yield from torch.utils.data.DataLoader(MakemoreWords(dataset.vocab, dataset.train_words), batch_size=32,
+                                               sampler=sampler, num_workers=workers, multiprocessing_context=context)
+    x_nt, y_nt = (torch.from_numpy(a).long() for a in dataset.vocab.encode_words(dataset.train_words))
+    while True:
+        ix = torch.randint(len(x_nt), (32,))
+        yield x_nt[ix], y_nt[ix]

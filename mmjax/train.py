@@ -171,6 +171,10 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
                            **hooked[i]})
             if ensemble:
                 log.write({"step": step, **ensemble})
+            replaced, exploits = trainee.adapt(losses_k)  # population-based training's exploits
+            divergence.members -= set(replaced)  # a diverged member replaced by a copy trains again
+            for line in exploits:
+                log.write(line)
             write(f"step {step} | " + (" | ".join(f"{k} {v[0]:.4f}" for k, v in losses_k.items()) if not ensemble else
                   f"{score_name} best {np.nanmin(losses_k[score_name]):.4f} median "
                   f"{np.nanmedian(losses_k[score_name]):.4f} | ensemble {ensemble['ensemble_' + score_name]:.4f}"))

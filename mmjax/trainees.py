@@ -9,7 +9,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mmjax import losses, optimizers, population, sampling, state, steps
+from mmjax import losses, optimizers, pbt, population, sampling, state, steps
 from mmjax.errors import UserError
 from mmjax.models import create_model
 
@@ -96,6 +96,9 @@ class SingleModel:
         """What names member i in a metrics line: {} for one model."""
         return {}
 
+    def adapt(self, losses_k):
+        return [], []
+
     def save(self, score_k):
         self.workdir.checkpoints.save(self.step, latest=self.state, best=optimizers.evaluated(self.state),
                                       score=float(score_k[0]))
@@ -123,9 +126,13 @@ class Population:
         self.config, self.workdir, self.members = config, workdir, population.member_configs(config)
         self.model = create_model(config, vocab.size, vocab.block_size)
         restored = workdir.checkpoints.restore(population.abstract_checkpoint(config, vocab)) if resumed else None
+        rates = [c.dropout for c in self.members]
         if restored is None:
             states = population.create_states(config, vocab, self.members)
             best = population.initial_best(states)
+        elif config.pbt:  # the hyper-parameters where the exploits took them
+            states, best, rates = restored["state"], restored["best"], restored["dropout"].tolist()
+            self.members = population.with_hyperparams(self.members, states.opt_state, rates)
         else:  # with each member's hyper-parameters: a resumed run may change them
             states, best = restored["state"], restored["best"]
             states = states.replace(opt_state=population.with_member_hyperparams(states.opt_state, self.members))
@@ -135,16 +142,15 @@ class Population:
             devices = 1 if self.mesh is None else self.mesh.size
             print(f"population: {len(self.members)} members on {devices} {jax.devices()[0].platform} "
                   f"device{'s' * (devices > 1)}, {len(self.members) // devices} on each")
-        rates = [c.dropout for c in self.members]
         dropout_k = jnp.asarray(rates, jnp.float32) if any(rates) else None  # None: no dropout compiled
-        if self.mesh is None:
-            (self.state, self.best, self.dropout_k) = jax.device_put((states, best, dropout_k))
-        else:  # no gradient crosses devices
-            (self.state, self.best, self.dropout_k) = jax.device_put((states, best, dropout_k),
-                                                                     NamedSharding(self.mesh, P("pop")))
+        self.state, self.best, self.dropout_k = self.spread((states, best, dropout_k))
         self.train_words = self.place(vocab.encode_words(dataset.train_words))
         self.step, self.max_steps = int(states.step[0]), last_step(config)
         self.value_and_grad = gradient(config)
+
+    def spread(self, tree):
+        """Split on the "pop" axis over the members' devices (no gradient crosses them)."""
+        return jax.device_put(tree, None if self.mesh is None else NamedSharding(self.mesh, P("pop")))
 
     def place(self, tree):
         """Replicated on the members' devices."""
@@ -176,9 +182,29 @@ class Population:
     def member_fields(self, i, hyperparams=True):
         return {"member": i, **(population.hyperparams(self.members[i]) if hyperparams else {})}
 
+    def adapt(self, losses_k):
+        """Population-based training's exploits at this evaluation, if it is due (pbt.due): the members
+        replaced, and a metrics line for each."""
+        if not pbt.due(self.config, self.step, self.max_steps):
+            return [], []
+        exploits = pbt.plan(self.config, self.step, losses_k["val_loss"])
+        rates_k = np.asarray([c.dropout for c in self.members], np.float32)
+        states, rates_k, changes = pbt.exploit(jax.device_get(self.state), rates_k, exploits)
+        self.members = population.with_hyperparams(self.members, states.opt_state, rates_k.tolist())
+        self.state = self.spread(states)
+        if self.dropout_k is not None:
+            self.dropout_k = self.spread(jnp.asarray(rates_k))
+        lines = [{"step": self.step, "pbt": {"member": member, "parent": parent, "step": self.step,
+                                             "before": changes[member][0], "after": changes[member][1]}}
+                 for member, parent, _ in exploits]
+        return [member for member, _, _ in exploits], lines
+
     def save(self, score_k):
         self.best = population.update_best(self.best, optimizers.evaluated(self.state), jnp.asarray(score_k, jnp.float32))
-        self.workdir.checkpoints.save(self.step, latest={"state": self.state, "best": self.best})
+        latest = {"state": self.state, "best": self.best}
+        if self.config.pbt:  # the rates the exploits set (the optimiser's scalars are in its state)
+            latest["dropout"] = jnp.asarray([c.dropout for c in self.members], jnp.float32)
+        self.workdir.checkpoints.save(self.step, latest=latest)
 
     def sample_source(self):
         """The best member so far (lowest best score; before any evaluation, member 0), as its standalone run."""

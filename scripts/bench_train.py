@@ -19,7 +19,6 @@ import pathlib
 import statistics
 import sys
 import time
-import warnings
 
 import jax
 
@@ -70,43 +69,6 @@ def mmjax_timer(model_type, dataset, steps, sizes, one_device=False, dropout=Non
     return run
 
 
-class MakemoreWords:
-    """makemore.py's CharDataset: each item encodes its word in Python when the DataLoader asks."""
-
-    def __init__(self, vocab, words):
-        self.stoi, self.words, self.block_size = {c: i + 1 for i, c in enumerate(vocab.chars)}, words, vocab.block_size
-
-    def __len__(self):
-        return len(self.words)
-
-    def __getitem__(self, i):
-        import torch
-
-        ix = torch.tensor([self.stoi[c] for c in self.words[i]], dtype=torch.long)
-        x, y = torch.zeros(self.block_size, dtype=torch.long), torch.zeros(self.block_size, dtype=torch.long)
-        x[1:1 + len(ix)], y[:len(ix)] = ix, ix
-        y[len(ix) + 1:] = -1
-        return x, y
-
-
-def torch_batches(dataset, loader, workers):
-    """Endless training batches: makemore.py's DataLoader (its 4 workers, sampling with replacement),
-    or indexing pre-encoded tensors (no data pipeline: a stricter baseline than makemore.py)."""
-    import torch
-
-    if loader == "makemore":
-        warnings.filterwarnings("ignore", "This DataLoader will create 4 worker")  # makemore's default on 2 cores
-        sampler = torch.utils.data.RandomSampler(range(len(dataset.train_words)), replacement=True,
-                                                 num_samples=10**10)
-        context = "spawn" if workers else None  # forking a process with jax's threads can deadlock
-        yield from torch.utils.data.DataLoader(MakemoreWords(dataset.vocab, dataset.train_words), batch_size=32,
-                                               sampler=sampler, num_workers=workers, multiprocessing_context=context)
-    x_nt, y_nt = (torch.from_numpy(a).long() for a in dataset.vocab.encode_words(dataset.train_words))
-    while True:
-        ix = torch.randint(len(x_nt), (32,))
-        yield x_nt[ix], y_nt[ix]
-
-
 def torch_timer(model_type, dataset, steps, loader, sizes, workers=4, compile_model=False):
     import torch
 
@@ -115,7 +77,7 @@ def torch_timer(model_type, dataset, steps, loader, sizes, workers=4, compile_mo
     torch.manual_seed(0)
     model = torch_models.create(model_type, dataset.vocab.size, dataset.vocab.block_size, **sizes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
-    batches = torch_batches(dataset, loader, workers)
+    batches = torch_models.batches(dataset, loader, workers)
 
     def step(x_bt, y_bt):
         _, loss = model(x_bt, y_bt)

@@ -1,0 +1,135 @@
+"""Time to start: whole commands as a user types them, mmjax against the repo's PyTorch reference
+(makemore's loop of scripts/bench_train.py, and makemore's 50-sample `--sample-only`), in the same run,
+interleaved rounds, medians. The default Transformer on the embedded names.
+
+    python scripts/bench_startup.py [--rounds 3] [--steps 100] [--json out.json]
+
+Each round: makemore.py's `--max-steps 100` (torch, makemore's DataLoader with 4 workers, the same words);
+`train.py -o NEW --max-steps 100` cold (a fresh MMJAX_CACHE: no compilation cache, no derived names) and
+warm (the same cache, another new work dir); `sample.py -o RUN -n 10` first after that training and again;
+makemore's `--sample-only` (its model.pt, 50 samples, batch 50, the whole prefix recomputed per token).
+`--makemore train|sample DIR` is one such PyTorch process (what the rounds start).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def makemore_train(workdir, steps):
+    """makemore.py's training as a process does it: torch, the words, the model, AdamW, `steps` steps of
+    DataLoader batches (no evaluation or samples before step 200, as makemore), then model.pt."""
+    import torch
+
+    from mmjax import input_pipeline, torch_models
+
+    words = input_pipeline.read_words(workdir / "words.txt")
+    dataset = input_pipeline.Dataset.from_words(words, 3407)
+    torch.manual_seed(3407)
+    model = torch_models.create("transformer", dataset.vocab.size, dataset.vocab.block_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
+    batches = torch_models.batches(dataset)
+    for _ in range(steps):
+        _, loss = model(*next(batches))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    torch.save(model.state_dict(), workdir / "model.pt")
+
+
+def makemore_sample(workdir, num_samples=50):
+    """makemore.py --sample-only: model.pt loaded, `num_samples` names generated together, each token from
+    the model run over the whole prefix (makemore's `generate`, top-k off, temperature 1)."""
+    import torch
+
+    from mmjax import input_pipeline, torch_models
+
+    words = input_pipeline.read_words(workdir / "words.txt")
+    vocab = input_pipeline.Vocab.from_words(words)
+    model = torch_models.create("transformer", vocab.size, vocab.block_size)
+    model.load_state_dict(torch.load(workdir / "model.pt", weights_only=True))
+    idx = torch.zeros(num_samples, 1, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(vocab.block_size - 1):
+            logits, _ = model(idx)
+            idx = torch.cat([idx, torch.multinomial(torch.softmax(logits[:, -1, :], dim=-1), 1)], dim=1)
+    print("\n".join(vocab.decode(row[1:].tolist()) for row in idx))
+
+
+def timed(argv, env=None):
+    """Seconds the whole command took; a failure stops the benchmark with its stderr."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        sys.exit(f"{' '.join(map(str, argv))} failed ({result.returncode}):\n{result.stderr}")
+    return seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--makemore", nargs=2, metavar=("train|sample", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.makemore:
+        what, workdir = args.makemore[0], pathlib.Path(args.makemore[1])
+        return makemore_train(workdir, args.steps) if what == "train" else makemore_sample(workdir)
+    from mmjax import input_pipeline
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="mmjax-startup-"))
+    names = input_pipeline.default_words_path(tmp / "names")  # the embedded names, for makemore too
+    me, steps = pathlib.Path(__file__), ["--max-steps", args.steps, "--no-progress"]
+    times = {}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "MMJAX"))}
+    os.environ.clear()
+    os.environ.update(clean)
+    try:
+        for r in range(args.rounds):
+            reference = tmp / f"makemore{r}"
+            reference.mkdir()
+            shutil.copy(names, reference / "words.txt")
+            cache = {"MMJAX_CACHE": str(tmp / f"cache{r}")}  # empty: cold
+            figures = {
+                "makemore_train": lambda: timed([me, "--makemore", "train", reference, "--steps", args.steps]),
+                "mmjax_train_cold": lambda: timed(["train.py", "-o", tmp / f"cold{r}", *steps], cache),
+                "mmjax_train_warm": lambda: timed(["train.py", "-o", tmp / f"warm{r}", *steps], cache),
+                "mmjax_sample_first": lambda: timed(["sample.py", "-o", tmp / f"warm{r}", "-n", 10], cache),
+                "mmjax_sample_again": lambda: timed(["sample.py", "-o", tmp / f"warm{r}", "-n", 10], cache),
+                "makemore_sample": lambda: timed([me, "--makemore", "sample", reference]),
+            }
+            for name, run in figures.items():
+                times.setdefault(name, []).append(run())
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"\n{'command':<22} median s   (of {args.rounds})")
+    for name, value in medians.items():
+        print(f"{name:<22} {value:8.2f}")
+    goals = {"train cold <= makemore's": medians["mmjax_train_cold"] <= medians["makemore_train"],
+             "train warm <= half of makemore's": medians["mmjax_train_warm"] <= medians["makemore_train"] / 2,
+             "sample first <= makemore's --sample-only": medians["mmjax_sample_first"] <= medians["makemore_sample"],
+             "sample again <= 2.0 s": medians["mmjax_sample_again"] <= 2.0}
+    for goal, met in goals.items():
+        print(f"{goal}: {'met' if met else 'missed'}")
+    report = {"steps": args.steps, "rounds": args.rounds, "seconds": times, "medians": medians, "goals": goals}
+    print(json.dumps(report))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
