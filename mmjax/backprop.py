@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mmjax import input_pipeline
+from mmjax import input_pipeline, precision
 from mmjax.errors import Parser, UserError, run
 
 EPS = 1e-5  # BatchNorm's epsilon, the model's and the lecture's
@@ -156,8 +156,9 @@ def value_and_grad(params, state, x_bt, y_bt, train=True, dropout_key=None, comp
     as its `value_and_grad`."""
     p = lecture_params(params)
     x_n3, y_n, mask_n = rows(x_bt, y_bt, p["W1"].shape[0] // p["C"].shape[1])
-    loss, t = forward(p, x_n3, y_n, mask_n)
-    d = backward(p, t, x_n3, y_n, mask_n, fused=True)
+    with precision.matmuls(compute_dtype):  # float32 (config.validate): true float32 on a GPU too
+        loss, t = forward(p, x_n3, y_n, mask_n)
+        d = backward(p, t, x_n3, y_n, mask_n, fused=True)
     running = state.batch_stats["hidden_0"]["bn"]
     stats = {"mean": t["bnmeani"][0], "var": t["bnvar"][0]}
     batch_stats = {"hidden_0": {"bn": {k: MOMENTUM * running[k] + (1 - MOMENTUM) * stats[k] for k in stats}}}
@@ -173,10 +174,11 @@ def compare(manual, auto):
 
 @functools.partial(jax.jit, static_argnames="correction")
 def gradients(p, x_n3, y_n, mask_n, correction=0):
-    """Every tensor's gradient three ways: exercise 1 (one operation at a time), fused, jax.grad."""
-    t = forward(p, x_n3, y_n, mask_n, correction)[1]
-    return (backward(p, t, x_n3, y_n, mask_n, correction), backward(p, t, x_n3, y_n, mask_n, correction, fused=True),
-            autodiff(p, x_n3, y_n, mask_n, correction))
+    """Every tensor's gradient three ways: exercise 1 (one operation at a time), fused, jax.grad; in true float32."""
+    with precision.matmuls("float32"):
+        t = forward(p, x_n3, y_n, mask_n, correction)[1]
+        return (backward(p, t, x_n3, y_n, mask_n, correction),
+                backward(p, t, x_n3, y_n, mask_n, correction, fused=True), autodiff(p, x_n3, y_n, mask_n, correction))
 
 
 def table(p, x_n3, y_n, mask_n, correction=0):

@@ -15,6 +15,7 @@ from mmjax.errors import UserError
 from mmjax.models import MODELS, has_dropout, model_fields
 from mmjax import pbt
 from mmjax.optimizers import OPTIMIZERS, SCHEDULES
+from mmjax.precision import COMPUTE_DTYPES
 
 
 class Config(ml_collections.ConfigDict):
@@ -59,7 +60,7 @@ def base_config():
     config.warmup_steps = 0  # "warmup_cosine": linear warm-up from 0 over these steps
     config.grad_clip = 0.0  # > 0: scale each step's gradients down to at most this global norm (0: off)
     config.ema_decay = 0.0  # > 0: evaluate, sample and keep as best an average of the parameters (optimizers.py)
-    config.compute_dtype = "float32"  # "bfloat16": mixed precision for GPU/TPU (parameters stay float32)
+    config.compute_dtype = "float32"  # true float32 everywhere; "tf32", "bfloat16": faster on GPU/TPU (precision.py)
     config.manual_grad = False  # mlp_bn: train with lecture 4's manual backward pass (mmjax/backprop.py)
     config.diagnostics = False  # record lecture 3's diagnostics at each evaluation (mmjax/diagnostics.py; on in its
     # configs: they compile a backward pass of their own, seconds at the start of every other run)
@@ -145,8 +146,8 @@ def validate(config):
         raise UserError(f"unknown optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
     if config.lr_schedule not in SCHEDULES:
         raise UserError(f"unknown lr_schedule {config.lr_schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    if config.compute_dtype not in ("float32", "bfloat16"):
-        raise UserError(f"unknown compute dtype {config.compute_dtype!r}: use float32 or bfloat16")
+    if config.compute_dtype not in COMPUTE_DTYPES:
+        raise UserError(f"unknown compute_dtype {config.compute_dtype!r}: choose one of {', '.join(COMPUTE_DTYPES)}")
     if config.manual_grad and (config.type != "mlp_bn" or config.compute_dtype != "float32"):
         raise UserError(f"manual gradients are written for mlp_bn in float32, not {config.type} in "
                         f"{config.compute_dtype}: turn manual_grad off or use the mlp_bn type")

@@ -24,7 +24,7 @@ CONFIG_FLAGS = [
     (("--population",), int, "train this many models at once, seeds seed, seed+1, ... (docs/populations.md)"),
     (("--eval-every",), int, "steps between evaluations and checkpoints"),
     (("--log-every",), int, "steps per compiled dispatch; the loss is logged after each"),
-    (("--compute-dtype",), str, "float32, or bfloat16 for mixed precision on GPU/TPU"),
+    (("--compute-dtype",), str, "float32 (true float32 on every device), or tf32 or bfloat16: faster on GPU/TPU"),
     (("--top-k",), int, "sample from the k most likely tokens only (-1: all)"),
     (("--top-p",), float, "sample from the smallest set of tokens whose mass reaches this"),
     (("--temperature",), float, "sampling temperature"),

@@ -83,7 +83,8 @@ def draw(workdir, num_samples=None, seed=None, temperature=None, top_k=None, top
     constraint.check(dataset.vocab)
     variables = {"params": restored.params, "batch_stats": restored.batch_stats}
     seed, num_samples = options.pop("seed"), options.pop("num_samples")
-    kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options))
+    kwargs = dict(prefix=prefix, batch_size=batch_size, options=sampling.SampleOptions(**options),
+                  compute_dtype=config.compute_dtype)
     if not (unique or new or constraint.filters):
         return sampling.sample_words(model, variables, dataset.vocab, seed, num_samples, **kwargs), num_samples
     exclude = frozenset(dataset.train_words + dataset.val_words + dataset.test_words) if new else frozenset()

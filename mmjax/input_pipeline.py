@@ -159,9 +159,11 @@ class Vocab:
 
 def torch_randperm(n, seed):
     """torch.randperm(n) after torch.manual_seed(seed), on the CPU, without torch: a Fisher-Yates
-    shuffle driven by the 32-bit outputs of MT19937 seeded as torch seeds it."""
+    shuffle driven by the 32-bit outputs of MT19937 seeded as torch seeds it (init_genrand(seed): numpy's legacy
+    RandomState seeding, whose state a public MT19937 takes over)."""
+    key, pos = np.random.RandomState(seed).get_state()[1:3]
     bits = np.random.MT19937(0)
-    bits._legacy_seeding(seed)
+    bits.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos}}
     raw = bits.random_raw(max(n - 1, 0)).tolist()
     order = list(range(n))
     for i in range(n - 1):

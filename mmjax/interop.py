@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax import inference, input_pipeline, losses, state, steps
+from mmjax import inference, input_pipeline, losses, precision, state, steps
 from mmjax.config import base_config
 from mmjax.errors import Parser, UserError, run
 from mmjax.models import create_model, model_fields
@@ -230,7 +230,8 @@ def compare_main(args):
     with torch.no_grad():
         logits_ref, loss_ref = reference(torch.from_numpy(x_nt).long(), torch.from_numpy(y_nt).long())
     forward = jax.jit(functools.partial(model.apply, capture_intermediates=True, mutable=["intermediates"]))
-    logits, captured = forward(variables, jnp.asarray(x_nt))  # one program, not one per operation
+    with precision.matmuls("float32"):  # true float32 on a GPU too, as torch's float32 on the CPU
+        logits, captured = forward(variables, jnp.asarray(x_nt))  # one program, not one per operation
     rows = []
     # a module's last captured output is its outermost call's (RowsDense records its inner Dense call first)
     for path, (*_, out) in flax.traverse_util.flatten_dict(captured["intermediates"]).items():

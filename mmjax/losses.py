@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmjax import precision
 from mmjax.input_pipeline import IGNORE
 
 
@@ -16,15 +17,18 @@ def cross_entropy(logits_btv, y_bt):
 
 def forward(state, params, x_bt, train=False, dropout_key=None, compute_dtype="float32", dropout=None):
     """Logits, and the BatchNorm statistics: updated from the batch when training. `compute_dtype`
-    "bfloat16" is mixed precision: the passes in bfloat16, parameters and statistics stay float32.
-    `dropout`: the rate when training (models that have dropout; None: off)."""
+    (mmjax/precision.py): "float32", true float32 on every device; "tf32", its matrix products in TF32;
+    "bfloat16", mixed precision: the passes in bfloat16, parameters and statistics stay float32. Its matmul
+    precision holds for the gradient's products too (they take the forward's). `dropout`: the rate when
+    training (models that have dropout; None: off)."""
     cast = lambda tree, dtype: jax.tree.map(lambda a: a.astype(dtype), tree)
-    variables = {"params": cast(params, compute_dtype), "batch_stats": state.batch_stats}
-    if not train:
-        return state.apply_fn(variables, x_bt).astype(jnp.float32), state.batch_stats
-    rngs = {} if dropout_key is None else {"dropout": dropout_key}
-    rate = {} if dropout is None else {"dropout": dropout}  # models without dropout take no rate
-    logits_btv, updates = state.apply_fn(variables, x_bt, train=True, rngs=rngs, mutable=["batch_stats"], **rate)
+    variables = {"params": cast(params, precision.pass_dtype(compute_dtype)), "batch_stats": state.batch_stats}
+    with precision.matmuls(compute_dtype):
+        if not train:
+            return state.apply_fn(variables, x_bt).astype(jnp.float32), state.batch_stats
+        rngs = {} if dropout_key is None else {"dropout": dropout_key}
+        rate = {} if dropout is None else {"dropout": dropout}  # models without dropout take no rate
+        logits_btv, updates = state.apply_fn(variables, x_bt, train=True, rngs=rngs, mutable=["batch_stats"], **rate)
     return logits_btv.astype(jnp.float32), cast(updates.get("batch_stats", state.batch_stats), jnp.float32)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mmjax import precision
 from mmjax.errors import UserError
 from mmjax.input_pipeline import STOP
 from mmjax.models.layers import fmix32
@@ -77,18 +78,28 @@ def local_mesh(size, axis):
     devices = math.gcd(size, jax.local_device_count())
     if devices == 1:
         return None
-    return jax.make_mesh((devices,), (axis,), (jax.sharding.AxisType.Auto,), devices=jax.local_devices()[:devices])
+    return jax.make_mesh((devices,), (axis,), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.local_devices()[:devices])
 
 
-@functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "options", "mesh"))
-def sample_chunk(model, variables, key, first, count, prefix_p, *, rows, chunk, options, mesh=None):
+@functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "options", "mesh", "compute_dtype"))
+def sample_chunk(model, variables, key, first, count, prefix_p, *, rows, chunk, options, mesh=None,
+                 compute_dtype="float32"):
     """Samples first .. first + count - 1 (count <= chunk) on `rows` rows: tokens (chunk, block_size - 1),
     each the word then STOPs (rows past count stay STOP), and the number of decode steps run.
 
     Sample i draws its token at position t from a hash of (key, i, t) only (gumbel_noise), so it
     is the same whatever the batch, the chunk, the device or the order in which rows finish. `prefix_p`
     is forced first. With a `mesh` (axis "rows", dividing rows and chunk), each device runs its share of
-    the rows on its own consecutive share of the samples, with no communication, and the steps are per device."""
+    the rows on its own consecutive share of the samples, with no communication, and the steps are per device.
+    The parameters stay as given (float32); the matrix products run at `compute_dtype`'s precision
+    (mmjax/precision.py: "float32", the default, is true float32 on a GPU too)."""
+    with precision.matmuls(compute_dtype):
+        return sharded_decode(model, variables, key, first, count, prefix_p, rows, chunk, options, mesh)
+
+
+def sharded_decode(model, variables, key, first, count, prefix_p, rows, chunk, options, mesh):
+    """sample_chunk's body: decode_loop on one device, or on each device of `mesh` its share."""
     if mesh is None:
         return decode_loop(model, variables, key, first, count, prefix_p, rows, chunk, options)
     share = chunk // mesh.size
@@ -135,8 +146,10 @@ def decode_loop(model, variables, key, first, count, prefix_p, rows, chunk, opti
     return loop[6], loop[0]
 
 
-def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), options=SampleOptions(), first=0):
-    """Samples first .. first + num_samples - 1 as numpy (tokens, lengths), `batch_size` rows at a time."""
+def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), options=SampleOptions(), first=0,
+           compute_dtype="float32"):
+    """Samples first .. first + num_samples - 1 as numpy (tokens, lengths), `batch_size` rows at a time;
+    `compute_dtype` sets the precision of the matrix products (sample_chunk)."""
     rows = min(batch_size, num_samples)
     per_call = min(num_samples, rows * NAMES_PER_ROW)
     mesh = local_mesh(rows, "rows")
@@ -144,7 +157,8 @@ def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), opti
     if mesh is not None:
         variables = jax.device_put(variables, NamedSharding(mesh, P()))
     key, prefix_p = jax.random.PRNGKey(seed), jnp.asarray(prefix, jnp.int32)
-    call = dict(rows=rows, chunk=-(-per_call // devices) * devices, options=options, mesh=mesh)
+    call = dict(rows=rows, chunk=-(-per_call // devices) * devices, options=options, mesh=mesh,
+                compute_dtype=compute_dtype)
     # every chunk is dispatched before the first is read: the devices run while the host copies
     counts = [min(per_call, first + num_samples - start) for start in range(first, first + num_samples, per_call)]
     chunks = [sample_chunk(model, variables, key, first + i * per_call, count, prefix_p, **call)[0]

@@ -21,7 +21,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mmjax import inference, sampling
+from mmjax import inference, precision, sampling
 from mmjax.errors import UserError
 from mmjax.input_pipeline import IGNORE, STOP
 
@@ -59,7 +59,8 @@ def surprisal_kernel(model, variables, tokens_bw, length_b):
     per-position cross-entropy (losses.cross_entropy), not yet summed."""
     col_w = jnp.arange(tokens_bw.shape[1])
     y_bw = jnp.where(col_w < length_b[:, None], tokens_bw, jnp.where(col_w == length_b[:, None], STOP, IGNORE))
-    logits_bwv = model.apply(variables, inputs(tokens_bw)).astype(jnp.float32)
+    with precision.matmuls("float32"):  # scores in true float32 on a GPU too
+        logits_bwv = model.apply(variables, inputs(tokens_bw)).astype(jnp.float32)
     nll_bw = optax.softmax_cross_entropy_with_integer_labels(logits_bwv, jnp.maximum(y_bw, 0))
     return jnp.where(y_bw != IGNORE, nll_bw, 0.0)
 
@@ -67,7 +68,8 @@ def surprisal_kernel(model, variables, tokens_bw, length_b):
 @functools.partial(jax.jit, static_argnames="model")
 def next_log_probs_kernel(model, variables, tokens_bw, length_b):
     """log p of the token after each prefix (row b's first length_b tokens): (B, V)."""
-    logits_bwv = model.apply(variables, inputs(tokens_bw)).astype(jnp.float32)
+    with precision.matmuls("float32"):
+        logits_bwv = model.apply(variables, inputs(tokens_bw)).astype(jnp.float32)
     return jax.nn.log_softmax(logits_bwv[jnp.arange(tokens_bw.shape[0]), length_b])
 
 

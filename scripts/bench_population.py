@@ -3,12 +3,18 @@ one compiled program) against ms/step of one model trained alone (steps.train_st
 interleaved rounds, medians; makemore's default sizes, batch 32, names.txt.
 
     python scripts/bench_population.py [--types transformer,gru,mlp,bow] [--sizes 1,8,32] [--rounds 5]
-        [--steps 50] [--members vmap,map] [--devices 2] [--quick] [--json out.json]
+        [--steps 50] [--members vmap,map] [--devices 2] [--budget-s S] [--quick] [--json out.json]
 
 `speedup` = K x (ms/step alone) / (ms/step of the population): the population's throughput against K
 sequential runs (each alone on one device, as train.py runs one model). `--members map` runs the members
 one after another inside the program (jax.lax.map) instead of vmapping them. `--devices N` emulates N host devices on the CPU (XLA_FLAGS, set before jax
 starts); the members are then sharded over the "pop" mesh axis.
+
+`--budget-s S` (scripts/device_check.sh): the sizes one after another, each made, compiled, timed and freed
+before the next, growing until one runs out of device memory (that row says so) or S seconds have passed;
+each row also has member_steps_per_s, compile_s and, where the device reports its memory (GPUs, TPUs),
+bytes_per_member: the device memory its states hold above what was in use before it, over K (the peak
+during its steps: peak_bytes_in_use, the process's so far).
 """
 
 import argparse
@@ -32,6 +38,8 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; medians are reported")
     parser.add_argument("--steps", type=int, default=50, help="steps per timed dispatch")
     parser.add_argument("--devices", type=int, default=1, help="emulated CPU devices (XLA_FLAGS)")
+    parser.add_argument("--budget-s", type=float,
+                        help="sizes one at a time, until out of memory or this many seconds (see above)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one round")
     parser.add_argument("--json", help="also write the rows here")
     return parser.parse_args()
@@ -68,14 +76,60 @@ def main():
             losses.block_until_ready()
             return (time.perf_counter() - start) * 1000 / args.steps
 
-        run()  # compile
+        run.compile_s = run() * args.steps / 1000  # the first dispatch compiles
         return run
+
+    def save():  # after each row: a run stopped from outside keeps the rows it made
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+
+    def memory():
+        return jax.devices()[0].memory_stats() or {}  # None on the CPU
+
+    def one_at_a_time(model_type, members, alone):
+        """--budget-s: each size made, timed and freed before the next, until out of memory or time."""
+        deadline = time.perf_counter() + args.budget_s
+        for size in map(int, args.sizes.split(",")):
+            if time.perf_counter() > deadline:
+                print(f"{model_type} K={size}: not run, the budget of {args.budget_s:g} s is spent", flush=True)
+                break
+            row = {"type": model_type, "members": members, "K": size, "devices": jax.device_count()}
+            before = memory().get("bytes_in_use")
+            try:
+                run = population_timer(model_type, size, members)
+                step = statistics.median(run() for _ in range(args.rounds))
+            except Exception as e:  # XlaRuntimeError RESOURCE_EXHAUSTED: the largest K is the previous one
+                if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+                    raise
+                row["error"] = "out of memory: " + str(e).splitlines()[0][:200]
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                save()
+                break
+            after = memory()  # the population's states still held: what it keeps on the device
+            row.update(ms_per_step=round(step, 3), ms_per_member_step=round(step / size, 4),
+                       member_steps_per_s=round(1000 * size / step, 1), compile_s=round(run.compile_s, 2),
+                       alone_ms_per_step=round(alone, 3), speedup=round(size * alone / step, 2))
+            if before is not None and "bytes_in_use" in after:
+                row["bytes_per_member"] = round((after["bytes_in_use"] - before) / size)
+                row["peak_bytes_in_use"] = after.get("peak_bytes_in_use")  # the process's so far
+                row["bytes_limit"] = after.get("bytes_limit")
+            del run  # its states: the next size starts from what this one leaves in use
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            save()
 
     print(f"{jax.device_count()} {jax.devices()[0].platform} device(s); medians of {args.rounds} rounds of "
           f"{args.steps} steps", flush=True)
     rows = []
     for model_type in args.types.split(","):
         timers = {("alone", 1): mmjax_timer(model_type, dataset, args.steps, {}, one_device=True)}
+        if args.budget_s is not None:
+            alone = statistics.median(timers[("alone", 1)]() for _ in range(args.rounds))
+            del timers
+            for members in args.members.split(","):
+                one_at_a_time(model_type, members, alone)
+            continue
         for members in args.members.split(","):
             for size in map(int, args.sizes.split(",")):
                 timers[(members, size)] = population_timer(model_type, size, members)

@@ -1,7 +1,8 @@
 """Names per second of mmjax's compiled sampler against makemore's `generate` (PyTorch, full
 recompute each step), in the same run, for the default Transformer (vocab 27, block 16).
 
-    python scripts/bench_sample.py [--work-dir out] [--repeats 5] [--command-repeats 3] [--json out.json]
+    python scripts/bench_sample.py [--work-dir out] [--repeats 5] [--command-repeats 3] [--batches 1000,1]
+        [--no-torch] [--json out.json]
 
 Measures: the sampler at batch 1000 (20,000 names: 20 per row, so the rows' refilling shows) and at
 batch 1 (500 names), compile time apart, on one CPU device per core as sample.py runs it (the rows split
@@ -10,7 +11,9 @@ the marginal rate of `sample.py -n 200000 --out F` over `sample.py -n 2000 --out
 decoding, the report and the file included; whole commands, interleaved) and the draws per name of
 `sample.py -n 1000 --unique --new`; then PyTorch's `generate` at batch 1000 and 1 (makemore's 15 steps, as
 reference.md measured it). mmjax runs first: torch's idle OpenMP threads slow whatever runs next.
-Rates are medians of --repeats runs (--command-repeats for the commands).
+Rates are medians of --repeats runs (--command-repeats for the commands). `--batches B,...` measures the
+sampler at those batches instead (20 names per row; at batch 1, 500 names); `--no-torch` skips PyTorch
+(scripts/device_check.sh on a GPU: batches 1,000 to 100,000).
 """
 
 import argparse
@@ -128,28 +131,38 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--command-repeats", type=int, default=3, help="runs of each sample.py command")
     parser.add_argument("--work-dir", help="a trained transformer run (default: fresh weights, no end-to-end runs)")
+    parser.add_argument("--batches", default="1000,1", help="rows decoded together, each (comma-separated)")
+    parser.add_argument("--no-torch", action="store_true", help="mmjax alone")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     devices.one_cpu_device_per_core()  # as sample.py
     model, variables = load_model(args.work_dir)
     rows = []
-    for batch, names, torch_names in ((1000, 20_000, 2000), (1, 500, 50)):
+    batches = [int(b) for b in args.batches.split(",")]
+    # names per batch: 20 per row (the rows' refilling shows), 500 at batch 1; torch's: makemore's few
+    for batch, names, torch_names in ((b, 20 * b if b > 1 else 500, 2 * b if b > 1 else 50) for b in batches):
         rate, compile_s, one_device = bench_mmjax(model, variables, batch, names, args.repeats)
         rows.append({"batch": batch, "names": names, "mmjax_names_per_s": rate, "mmjax_compile_s": compile_s,
                      "one_device_names_per_s": one_device, "torch_names": torch_names})
+        print(json.dumps(rows[-1]), flush=True)
+        if args.json:  # after each batch: a run stopped from outside keeps the rows it made
+            pathlib.Path(args.json).write_text(json.dumps({"devices": jax.local_device_count(), "sampler": rows}))
     results = {"devices": jax.local_device_count(), "sampler": rows}
     if args.work_dir:
         results["marginal"] = bench_marginal(args.work_dir, args.command_repeats)
         results["unique_new"] = bench_new_names(args.work_dir)
     try:
+        if args.no_torch:
+            raise ImportError
         import torch  # noqa: F401
     except ImportError:
-        print("torch is not installed: mmjax alone (pip install torch==2.13.0 for the comparison)")
+        print("torch is not timed" if args.no_torch else
+              "torch is not installed: mmjax alone (pip install torch==2.13.0 for the comparison)")
     else:
         for row in rows:
             row["torch_names_per_s"] = bench_torch(row["batch"], row["torch_names"], args.repeats)
             row["speedup"] = row["mmjax_names_per_s"] / row["torch_names_per_s"]
-    print(f"{results['devices']} CPU devices")
+    print(f"{results['devices']} {jax.devices()[0].platform} devices")
     print(f"{'batch':>6} {'mmjax names/s':>14} {'one device':>11} {'compile s':>10} {'torch names/s':>14} "
           f"{'speedup':>8}")
     for r in rows:

@@ -2,12 +2,15 @@
 torch.optim.AdamW, eager, and torch.compile for the transformer) at makemore's defaults, batch 32,
 on names.txt, in the same run, alternating rounds so both sides see the same machine.
 
-    python scripts/bench_train.py [--types transformer,gru] [--rounds 5] [--quick] [--json out.json]
+    python scripts/bench_train.py [--types transformer,gru] [--rounds 5] [--steps 200] [--compute-dtypes float32,tf32]
+        [--no-torch] [--quick] [--json out.json]
 
 mmjax runs its compiled `train_steps` (K steps per dispatch, state donated). PyTorch runs makemore's
 loop (next batch, forward, backward, step) twice: with makemore.py's DataLoader (CharDataset encoding
 each word in Python, 4 workers), the workload reference.md timed, and on pre-encoded tensors, a
-stricter baseline. `--quick` is a smoke run for CI (tiny models, 10 steps).
+stricter baseline. `--quick` is a smoke run for CI (tiny models, 10 steps). `--compute-dtypes` also times
+mmjax at the other compute dtypes (mmjax_tf32_ms, ...; mmjax/precision.py); `--no-torch` times mmjax alone
+(scripts/device_check.sh on a GPU). Each mmjax timer's first dispatch, its compilation, is mmjax*_compile_s.
 """
 
 import argparse
@@ -42,7 +45,8 @@ def names_dataset(input_file):
 
 def mmjax_timer(model_type, dataset, steps, sizes, one_device=False, dropout=None):
     """A function that runs `steps` compiled train steps and returns ms/step; on every device as train.py
-    runs (data parallel), or `one_device`: on the first alone; with `dropout`, at that rate."""
+    runs (data parallel), or `one_device`: on the first alone; with `dropout`, at that rate. `sizes`: config
+    fields (compute_dtype too). Its `compile_s`: the seconds of the first dispatch, which compiles."""
     config = get_config(model_type, **sizes)
     state = create_train_state(config, dataset.vocab, jax.random.PRNGKey(config.seed))
     words = dataset.vocab.encode_words(dataset.train_words)
@@ -57,11 +61,11 @@ def mmjax_timer(model_type, dataset, steps, sizes, one_device=False, dropout=Non
         nonlocal state
         start = time.perf_counter()
         state, losses = train_steps(state, x_nt, y_nt, rate, num_steps=steps, batch_size=config.batch_size,
-                                    batch_sharding=batch_sharding)
+                                    compute_dtype=config.compute_dtype, batch_sharding=batch_sharding)
         losses.block_until_ready()
         return (time.perf_counter() - start) * 1000 / steps
 
-    run()  # compile
+    run.compile_s = run() * steps / 1000  # the first dispatch compiles
     return run
 
 
@@ -105,21 +109,29 @@ def main():
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--dropout", type=float,
                         help="also time mmjax at this dropout rate (mmjax_dropout_ms, and its cost over none)")
+    parser.add_argument("--steps", type=int, default=200, help="steps per timed dispatch (--quick: 10)")
+    parser.add_argument("--compute-dtypes", default="float32",
+                        help="mmjax at each of these (comma-separated): the first is mmjax_ms, others mmjax_DTYPE_ms")
+    parser.add_argument("--no-torch", action="store_true", help="time mmjax alone")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     dataset = names_dataset(args.input_file)
-    steps, rounds = (10, 1) if args.quick else (200, args.rounds)
+    steps, rounds = (10, 1) if args.quick else (args.steps, args.rounds)
     sizes = dict(n_layer=1, n_head=2, n_embd=16, n_embd2=16) if args.quick else {}
-    try:
-        import torch
-        torch.set_num_threads(2)
-        have_torch = True
-    except ImportError:
-        have_torch = False
-        print("torch is not installed: mmjax alone (pip install torch==2.13.0 for the comparison)")
+    dtypes = args.compute_dtypes.split(",")
+    have_torch = False
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(2)
+            have_torch = True
+        except ImportError:
+            print("torch is not installed: mmjax alone (pip install torch==2.13.0 for the comparison)")
     rows = []
     for model_type in args.types.split(","):
-        timers = {"mmjax": mmjax_timer(model_type, dataset, steps, sizes)}
+        timers = {"mmjax" if i == 0 else f"mmjax_{dtype}": mmjax_timer(model_type, dataset, steps,
+                                                                       {**sizes, "compute_dtype": dtype})
+                  for i, dtype in enumerate(dtypes)}
         if args.dropout is not None:
             timers["mmjax_dropout"] = mmjax_timer(model_type, dataset, steps, sizes, dropout=args.dropout)
         if have_torch:
@@ -134,7 +146,9 @@ def main():
             for name, run in timers.items():
                 times[name].append(run())
         row = {"type": model_type, "device": str(jax.devices()[0]), "devices": jax.device_count(),
-               **{f"{name}_ms": statistics.median(t) for name, t in times.items()}}
+               "steps_per_dispatch": steps, "compute_dtype": dtypes[0],
+               **{f"{name}_ms": statistics.median(t) for name, t in times.items()},
+               **{f"{name}_compile_s": run.compile_s for name, run in timers.items() if name.startswith("mmjax")}}
         for name in timers:
             if name.startswith("torch"):
                 row[f"ratio_vs_{name}"] = row["mmjax_ms"] / row[f"{name}_ms"]
@@ -144,6 +158,8 @@ def main():
                   f"({row['mmjax_dropout_ms']:.3f} against {row['mmjax_ms']:.3f} ms)")
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.json:  # after each type: a run stopped from outside keeps the rows it made
+            pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
     print("\n| model | mmjax ms/step | makemore loop, eager | ratio (goal) | makemore loop, torch.compile | ratio "
           "| pre-encoded tensors, eager | ratio |\n|---|---|---|---|---|---|---|---|")
     fmt = lambda row, key: f"{row[key]:.2f}" if key in row else "–"

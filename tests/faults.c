@@ -3,9 +3,11 @@
                   after ENOSPC_AFTER such writes succeeded (default 0).
    KILL_WRITING:  the process is SIGKILLed in the middle of a write to a file whose path contains it (half
                   the bytes written), after KILL_AFTER such writes succeeded.
-   KILL_RENAMING: the process is SIGKILLed as it renames a file or directory to a path ending with it. */
+   KILL_RENAMING: the process is SIGKILLed as it renames a file or directory to a path ending with it, or,
+                  if it has a '*', to a path that it matches as a glob (fnmatch: '*' matches '/' too). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fnmatch.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -65,7 +67,9 @@ ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t offset) {
 static void kill_renaming(const char *new_path) {
     const char *suffix = getenv("KILL_RENAMING");
     size_t n = strlen(new_path), m = suffix ? strlen(suffix) : 0;
-    if (suffix && n >= m && strcmp(new_path + n - m, suffix) == 0) kill(getpid(), SIGKILL);
+    if (suffix && strchr(suffix, '*') ? fnmatch(suffix, new_path, 0) == 0
+                                      : suffix && n >= m && strcmp(new_path + n - m, suffix) == 0)
+        kill(getpid(), SIGKILL);
 }
 
 int rename(const char *old_path, const char *new_path) {

@@ -33,7 +33,7 @@ KILLS = {
     ("transformer", "before the first checkpoint"): (dict(KILL_WRITING="metrics.jsonl"), ({"best": [], "latest": []}, [])),
     ("transformer", "between checkpoints"): (AT_STEP_30, ({"best": [20], "latest": [20]}, [])),
     ("transformer", "best's arrays written, no more"): (
-        dict(KILL_RENAMING="best/40.orbax-checkpoint-tmp/default"), ({"best": [20], "latest": [20]}, ["best/40"])),
+        dict(KILL_RENAMING="*/best/40.*/default"), ({"best": [20], "latest": [20]}, ["best/40"])),
     ("transformer", "best saved, latest written, not renamed"): (
         dict(KILL_RENAMING="checkpoints/latest/40"), ({"best": [40], "latest": [20]}, ["latest/40"])),
     ("mlp_bn", "between checkpoints"): (AT_STEP_30, ({"best": [20], "latest": [20]}, [])),
@@ -45,7 +45,9 @@ def checkpoints(run):
     """Steps of the complete checkpoints, and the temporary directories, under run/checkpoints."""
     complete = {which: sorted(int(p.name) for p in (run / "checkpoints" / which).glob("*") if p.name.isdigit())
                 for which in ("best", "latest")}
-    partial = sorted(f"{p.parent.name}/{p.name.split('.')[0]}" for p in (run / "checkpoints").glob("*/*.orbax-*"))
+    # orbax's temporary directory of step N is N.<suffix> (its suffix is orbax's own business)
+    partial = sorted(f"{p.parent.name}/{p.name.split('.')[0]}" for p in (run / "checkpoints").glob("*/*.*")
+                     if p.name.split(".")[0].isdigit())
     return complete, partial
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from helpers import compiled_count
 from mmjax import cli, inference, sampling
 from mmjax.input_pipeline import first_difference
 from test_bad_input import fails, tree_digest
@@ -137,10 +138,10 @@ def train_in_process(words, run, *argv):
 def test_samples_while_training_at_the_end_of_each_dispatch_that_passes_a_multiple(tmp_path, capsys):
     words = tmp_path / "w.txt"
     words.write_text("".join(f"{a}{b}{c}\n" for a in "abc" for b in "abcd" for c in "ab"))
-    before = sampling.sample_chunk._cache_size()
+    before = compiled_count(sampling.sample_chunk)
     sampled = train_in_process(words, tmp_path / "sampled", "--sample-every", "15")  # shapes no other test has
     lines = [l for l in capsys.readouterr().out.splitlines() if "samples:" in l]
-    assert sampling.sample_chunk._cache_size() == before + 1  # compiled once for four lines
+    assert compiled_count(sampling.sample_chunk) == before + 1  # compiled once for four lines
     # dispatches end at 10, 20, ...: 15 is passed at 20, 30 at 30, 45 at 50, 60 at 60
     assert [l.split(" | ")[0] for l in lines] == ["step 20", "step 30", "step 50", "step 60"]
     vocab = set("abcd")

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from mmjax import interop
+from mmjax import interop, precision
 from mmjax.config import base_config
 from mmjax.losses import cross_entropy
 from mmjax.optimizers import make_optimizer
@@ -17,6 +17,14 @@ torch = pytest.importorskip("torch")
 from mmjax import torch_models  # noqa: E402
 
 V, T = 27, 16
+
+
+@pytest.fixture(autouse=True)
+def true_float32():
+    """mmjax's float32 (compute_dtype's default): its products at the highest precision, which a GPU would
+    otherwise run in TF32 (on the CPU it changes nothing); the programs here call the models directly."""
+    with precision.matmuls("float32"):
+        yield
 
 
 def reference_model(model_type, seed=0):

@@ -32,10 +32,17 @@ def save_params(path, params):
 # its backends when it was called; saves the trained parameters to WORK_DIR/trained.npz.
 TRAIN_DISTRIBUTED = """
 import pathlib, sys
-from jax._src import xla_bridge
 from mmjax import cli, train
+def backends_are_initialized():  # by public means: jax_num_cpu_devices may change only before they start
+    devices = jax.config.jax_num_cpu_devices
+    try:
+        jax.config.update("jax_num_cpu_devices", devices + 2 if devices > 0 else 3)
+    except RuntimeError:
+        return True
+    jax.config.update("jax_num_cpu_devices", devices)
+    return False
 backends_started, trained = [], []
-jax.distributed.initialize = lambda: backends_started.append(xla_bridge.backends_are_initialized())
+jax.distributed.initialize = lambda: backends_started.append(backends_are_initialized())
 train_and_evaluate = train.train_and_evaluate
 train.train_and_evaluate = lambda *args, **kwargs: trained.append(train_and_evaluate(*args, **kwargs))
 argv = ["--distributed", *sys.argv[1:]]

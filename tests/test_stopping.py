@@ -20,12 +20,18 @@ from mmjax import cli, inference
 TRAIN = str(ROOT / "train.py")
 RUN = ["--type", "bigram", "--no-progress", "--log-every", "10", "--eval-every", "1000", "--sample-every", "0"]
 STOPPED = re.compile(r"stopped at step (\d+): continue with (.*)")
+try:  # orbax's public path module: the driver presses Ctrl-C in the rename that ends a save
+    from orbax.checkpoint.path import atomicity
+    IN_A_SAVE = callable(getattr(getattr(atomicity, "AtomicRenameTemporaryPath", None), "finalize", None))
+except ImportError:
+    IN_A_SAVE = False
+NO_SAVE_HOOK = "this orbax has no orbax.checkpoint.path.atomicity.AtomicRenameTemporaryPath.finalize to press Ctrl-C in"
 
 # train.py that presses Ctrl-C itself as the dispatch from step 30 starts (so it stops at 40), and again
 # while orbax writes latest's checkpoint of step 40
 DRIVER = """
 import os, re, signal, sys
-from orbax.checkpoint._src.path import atomicity
+from orbax.checkpoint.path import atomicity
 from mmjax import cli, steps
 
 ctrl_c = lambda: os.kill(os.getpid(), signal.SIGINT)
@@ -66,8 +72,9 @@ def runs(tmp_path_factory):
         [sys.executable, script, "-i", str(words), "-o", str(d / name), *RUN, *argv],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     processes = {"SIGINT": start(TRAIN, "SIGINT", "--max-steps", "-1"),
-                 "SIGTERM": start(TRAIN, "SIGTERM", "--max-steps", "-1"),
-                 "twice": start(str(d / "driver.py"), "twice", "--max-steps", "1000")}
+                 "SIGTERM": start(TRAIN, "SIGTERM", "--max-steps", "-1")}
+    if IN_A_SAVE:
+        processes["twice"] = start(str(d / "driver.py"), "twice", "--max-steps", "1000")
     seen = {}
     for name in ("SIGINT", "SIGTERM"):
         deadline = time.monotonic() + 120
@@ -94,7 +101,8 @@ def runs(tmp_path_factory):
     return d, stopped, k
 
 
-@pytest.mark.parametrize("name, status", [("SIGINT", 130), ("SIGTERM", 143), ("twice", 130)])
+@pytest.mark.parametrize("name, status", [("SIGINT", 130), ("SIGTERM", 143), pytest.param(
+    "twice", 130, marks=pytest.mark.skipif(not IN_A_SAVE, reason=NO_SAVE_HOOK))])
 def test_a_signal_stops_training_at_the_end_of_the_dispatch(runs, name, status):
     d, stopped, _ = runs
     s = stopped[name]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from helpers import SMALL, fresh_state, small_config
+from helpers import SMALL, compiled_count, fresh_state, small_config
 from mmjax import cli, steps
 from mmjax.input_pipeline import Dataset, read_words
 from mmjax.losses import cross_entropy, loss_fn
@@ -77,11 +77,11 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, words_file):
 
 
 def test_a_run_compiles_its_train_and_eval_steps_once(tmp_path, words_file):
-    before = steps.train_steps._cache_size(), steps.eval_step._cache_size()
+    before = compiled_count(steps.train_steps), compiled_count(steps.eval_step)
     # n_embd 24: a shape no other test compiles; 6 dispatches and 3 evaluations of two sets
     run_train("-i", words_file, "-o", tmp_path / "run", *SMALL, "--n-embd", 24, "--max-steps", 300,
               "--log-every", 50, "--eval-every", 100)
-    assert (steps.train_steps._cache_size(), steps.eval_step._cache_size()) == (before[0] + 1, before[1] + 1)
+    assert (compiled_count(steps.train_steps), compiled_count(steps.eval_step)) == (before[0] + 1, before[1] + 1)
 
 
 def test_mixed_precision_keeps_float32_parameters_and_a_close_loss(words_file):
