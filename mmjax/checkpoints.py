@@ -96,15 +96,19 @@ class Checkpoints:
         absl.setLevel(logging.CRITICAL)
         try:
             for attempt in range(READ_RETRIES):
+                # A run training here replaces its checkpoints under the reader (for a moment its step may
+                # be listed nowhere, or its files half gone): read the new one. Then an error is what it says.
+                last_try = lambda: attempt + 1 == READ_RETRIES or not self.training_elsewhere()
                 try:
-                    return self._restore(abstract, which)
+                    restored = self._restore(abstract, which)
                 except Exception:
-                    # A run training here replaces its checkpoints under the reader (for a moment its best
-                    # step may be listed nowhere): read the new one. Then a UserError is what it says.
-                    if attempt + 1 == READ_RETRIES or not self.training_elsewhere():
+                    if last_try():
                         raise
-                    self._managers.pop(which, None)  # forget the steps it listed
-                    time.sleep(0.2)
+                else:
+                    if restored is not None or last_try():
+                        return restored
+                self._managers.pop(which, None)  # forget the steps it listed
+                time.sleep(0.2)
         except UserError:
             raise
         except Exception as e:  # whatever orbax, tensorstore or json raise on a missing or truncated file
