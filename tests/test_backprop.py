@@ -1,7 +1,9 @@
 """Lecture 4's manual backward pass (mmjax/backprop.py) against jax.grad."""
 
+import functools
 import json
 import math
+import random
 
 import jax
 import jax.numpy as jnp
@@ -17,12 +19,13 @@ from mmjax.input_pipeline import Vocab
 from mmjax.models.mlp_bn import MLPBatchNorm
 from mmjax.losses import loss_fn
 
-V, T = 27, 12
+V, T = 27, 12  # (at 32 names of block size 12 every gradient is well above float32's tolerance: not vacuous)
 
 
+@functools.cache  # every test of the file takes the same batch and parameters: its programs compile once
 def lecture_batch(seed=0):
-    """A random batch of names and the lecture's parameters, off their initial values."""
-    x_bt, y_bt = names_batch(seed, batch_size=32)
+    """A random batch of 32 names and the lecture's parameters, off their initial values."""
+    x_bt, y_bt = names_batch(seed, batch_size=32, block_size=T)
     p = backprop.lecture_params(backprop.random_params(MLPBatchNorm(V, T), x_bt, seed))
     return p, backprop.rows(x_bt, y_bt, context=3)
 
@@ -45,11 +48,11 @@ def test_manual_gradients_equal_jax_grad_float32(correction):
 
 
 def test_manual_gradients_equal_jax_grad_float64():
+    p, (x_n3, y_n, mask_n) = lecture_batch()  # float32 values, taken to float64 exactly
     with jax.enable_x64(True):
-        p, (x_n3, y_n, mask_n) = lecture_batch()
-        p64 = jax.tree.map(lambda a: a.astype(jnp.float64), p)
+        p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
         for correction in (0, 1):
-            assert_manual_equals_autodiff(p64, x_n3, y_n, mask_n.astype(jnp.float64), correction, atol=1e-12)
+            assert_manual_equals_autodiff(p64, x_n3, y_n, np.asarray(mask_n, np.float64), correction, atol=1e-12)
     assert jnp.zeros(1).dtype == jnp.float32  # x64 did not leak
 
 
@@ -63,7 +66,7 @@ def test_manual_value_and_grad_is_the_models_own():
     """Correction 0 is the flax model's forward: same loss, gradients and running statistics as
     jax.value_and_grad of train.loss_fn, padding positions and all."""
     state = fresh_state(get_config("mlp_bn"), Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1))
-    x_bt, y_bt = names_batch(1, batch_size=32)
+    x_bt, y_bt = names_batch(1, batch_size=32, block_size=T)
     state = state.replace(params=backprop.random_params(MLPBatchNorm(V, T), x_bt, 1))
     (loss, stats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=4)(
         state.params, state, x_bt, y_bt, True)
@@ -75,10 +78,20 @@ def test_manual_value_and_grad_is_the_models_own():
     jax.tree.map(close, manual_stats, stats)
 
 
-def test_the_table_prints_every_tensor(words_file, capsys):
-    cli.run(backprop.main, backprop.parser(), ["-i", str(words_file), "-b", "8"])
+def names_like_words(path, n=300, seed=0):
+    """n random words over a..z of 2 to T - 1 letters, every letter and the length T - 1 among them: names.txt's
+    vocabulary, and lecture_batch's block size, so that the table's batch of 32 has its shapes (and programs)."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, T - 1))) for _ in range(n)]
+    assert len(set("".join(words))) == V - 1 and max(map(len, words)) == T - 1
+    path.write_text("\n".join(words) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_table_prints_every_tensor(tmp_path, capsys):
+    cli.run(backprop.main, backprop.parser(), ["-i", str(names_like_words(tmp_path / "words.txt")), "-b", "32"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("8 names,") and len(lines) == 1 + 25 + 2
+    assert lines[0].startswith("32 names,") and len(lines) == 1 + 25 + 2
     assert [line.split()[0] for line in lines[1:]] == [*backprop.TABLE, "logits", "hprebn"]
     assert all("approximate: True " in line and float(line.split("maxdiff: ")[1]) < 1e-6 for line in lines[1:])
 
@@ -107,7 +120,8 @@ def assert_manual_training_matches(tmp_path, learned_below, *flags):
 def test_manual_grad_training_reaches_the_autodiff_loss(tmp_path):
     # words of 8 letters: uniform guessing is ln 9; ten evaluations over 1,000 steps
     assert_manual_training_matches(tmp_path, math.log(9) - 0.3, "-i", str(write_words(tmp_path / "words.txt")),
-                                   "--max-steps", "1000", "--eval-every", "100", "--log-every", "100")
+                                   "--max-steps", "1000", "--eval-every", "100", "--log-every", "100",
+                                   "--sample-every", "0")  # no samples read: no sampler compiled
 
 
 @pytest.mark.slow

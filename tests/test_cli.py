@@ -1,4 +1,5 @@
-"""train.py and sample.py as a user runs them, in subprocesses."""
+"""train.py and sample.py as a user runs them: in subprocesses, and, where a process adds nothing to what is
+checked, their command lines in this process."""
 
 import json
 import os
@@ -10,10 +11,13 @@ import numpy as np
 import pytest
 
 import mmjax
-from conftest import ROOT
+from conftest import ROOT, write_words
 from helpers import SMALL, assert_refused, command, run_command, train
-from mmjax import input_pipeline
+from mmjax import cli, input_pipeline
 from mmjax.workdir import WorkDir
+
+# the other files' dispatch of 10 steps (the same compiled programs); no samples while training (none are read)
+TRAINED = [*SMALL, "--max-steps", 200, "--eval-every", 100, "--log-every", 10, "--sample-every", 0]
 
 
 def run(script, *argv, env=None):
@@ -21,15 +25,23 @@ def run(script, *argv, env=None):
                           text=True, timeout=300, env={**os.environ, **(env or {})})
 
 
+def in_process(capsys, command, *argv):
+    """cli's train_command or sample_command, as the script runs it, in this process: its stdout."""
+    capsys.readouterr()
+    command([str(a) for a in argv])
+    return capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    words = tmp_path_factory.mktemp("data") / "words.txt"
-    from conftest import write_words
-    write_words(words)
-    workdir = tmp_path_factory.mktemp("runs") / "run"
-    result = run("train.py", "-i", words, "-o", workdir, *SMALL, "--max-steps", 200, "--eval-every", 100)
+    """A run trained in this process, then the same run by train.py (which reads the programs this process
+    compiled back from the tests' compilation cache)."""
+    words = write_words(tmp_path_factory.mktemp("data") / "words.txt")
+    runs = tmp_path_factory.mktemp("runs")
+    train("-i", words, "-o", runs / "again", *TRAINED)
+    result = run("train.py", "-i", words, "-o", runs / "run", *TRAINED)
     assert result.returncode == 0, result.stderr
-    return words, workdir, result
+    return words, runs / "run", result
 
 
 def test_train_writes_the_work_dir(trained):
@@ -46,31 +58,32 @@ def test_train_writes_the_work_dir(trained):
     assert config["type"] == "transformer" and config["n_embd"] == 16 and config["max_steps"] == 200
 
 
-def test_sample_is_reproducible_and_reports_three_groups(trained):
+def test_sample_is_reproducible_and_reports_three_groups(trained, capsys):
     _, workdir, _ = trained
     first = run("sample.py", "-o", workdir, "-n", 30, "--seed", 7)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == run("sample.py", "-o", workdir, "-n", 30, "--seed", 7).stdout
-    assert first.stdout != run("sample.py", "-o", workdir, "-n", 30, "--seed", 8).stdout
+    # the same seed in another process (this one), the same lines; another seed, others
+    assert first.stdout == in_process(capsys, cli.sample_command, "-o", workdir, "-n", 30, "--seed", 7)
+    assert first.stdout != in_process(capsys, cli.sample_command, "-o", workdir, "-n", 30, "--seed", 8)
     counts = [int(line.split()[0]) for line in first.stdout.splitlines() if "samples that are" in line]
     assert len(counts) == 3 and sum(counts) == 30
 
 
-def test_sample_only_uses_the_work_dir(trained):
+def test_sample_only_uses_the_work_dir(trained, capsys):
     _, workdir, _ = trained
-    result = run("train.py", "-o", workdir, "--sample-only", "-n", 5)
-    assert result.returncode == 0, result.stderr
-    assert sum(int(l.split()[0]) for l in result.stdout.splitlines() if "samples that are" in l) == 5
+    out = in_process(capsys, cli.train_command, "-o", workdir, "--sample-only", "-n", 5)
+    assert sum(int(l.split()[0]) for l in out.splitlines() if "samples that are" in l) == 5
 
 
-def test_default_dataset_trains_and_samples(tmp_path):
-    env = {"MMJAX_CACHE": str(tmp_path / "cache")}
-    result = run("train.py", "-o", tmp_path / "run", *SMALL, "--max-steps", 20, "--eval-every", 10,
-                 "--log-every", 10, env=env)
-    assert result.returncode == 0, result.stderr
-    assert "32469 words from" in result.stdout and "babynames-2017.txt" in result.stdout
-    assert "1000 test" in result.stdout
-    assert run("sample.py", "-o", tmp_path / "run", "-n", 3).returncode == 0
+def test_default_dataset_trains_and_samples(tmp_path, capsys, monkeypatch):
+    """No -i: the embedded names (the bigram: the dataset is what is checked, and its programs compile fastest)."""
+    monkeypatch.setenv("MMJAX_CACHE", str(tmp_path / "cache"))
+    out = in_process(capsys, cli.train_command, "-o", tmp_path / "run", "--type", "bigram", "--no-progress",
+                     "--max-steps", 20, "--eval-every", 10, "--log-every", 10)
+    assert "32469 words from" in out and "babynames-2017.txt" in out
+    assert "1000 test" in out
+    out = in_process(capsys, cli.sample_command, "-o", tmp_path / "run", "-n", 3)
+    assert sum(int(l.split()[0]) for l in out.splitlines() if "samples that are" in l) == 3
 
 
 def scalars(workdir):
@@ -97,21 +110,20 @@ def test_tensorboard_holds_makemores_tags(trained):
     assert sorted(scalars(workdir)) == sorted(want) and len(want) == 4
 
 
-def test_another_process_trains_the_same_bytes(trained, tmp_path):
-    words, workdir, _ = trained
-    train("-i", words, "-o", tmp_path / "again", *SMALL, "--max-steps", 200, "--eval-every", 100)
-    assert (tmp_path / "again" / "metrics.jsonl").read_bytes() == (workdir / "metrics.jsonl").read_bytes()
+def test_another_process_trains_the_same_bytes(trained):
+    _, workdir, _ = trained  # train.py's run, and the same trained in this process
+    assert (workdir.parent / "again" / "metrics.jsonl").read_bytes() == (workdir / "metrics.jsonl").read_bytes()
 
 
-def test_sampling_flags_through_the_command(trained, tmp_path):
+def test_sampling_flags_through_the_command(trained, tmp_path, capsys):
     _, workdir, _ = trained
     flags = {"greedy": ["--temperature", 0, "-n", 3, "--seed", 1], "top-k 1": ["--top-k", 1, "-n", 3, "--seed", 2],
              "top-p 1e-6": ["--top-p", 1e-6, "-n", 3, "--seed", 3],
              "batches of 7": ["--batch-size", 7, "-n", 20, "--seed", 5]}
-    processes = {name: command("sample.py", "-o", workdir, *argv, "--out", tmp_path / name)
-                 for name, argv in flags.items()}
-    for name, process in processes.items():
-        assert process.wait(timeout=300) == 0, process.stderr.read()
+    process = command("sample.py", "-o", workdir, *flags["batches of 7"], "--out", tmp_path / "batches of 7")
+    for name in ("greedy", "top-k 1", "top-p 1e-6"):  # the others' command lines in this process meanwhile
+        in_process(capsys, cli.sample_command, "-o", workdir, *flags[name], "--out", tmp_path / name)
+    assert process.wait(timeout=300) == 0, process.stderr.read()
     words = {name: (tmp_path / name).read_text().splitlines() for name in flags}
     # greedy: one name, whatever the seed; keeping the likeliest token only (k 1, or p tiny) is greedy
     assert len(set(words["greedy"])) == 1 and words["top-k 1"] == words["top-p 1e-6"] == words["greedy"]

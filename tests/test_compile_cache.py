@@ -49,17 +49,21 @@ def runs(tmp_path_factory, faults):
         hits, compiled = map(int, out.split("counts ")[-1].split())
         return process.returncode, hits, compiled, err
 
+    # two at a time (a machine of few cores runs more only in turns): each of cold, warm and damaged, which read
+    # the cache one after the other, beside one that has a cache of its own or none
     results = {}
-    others = {"off": start("off", MMJAX_CACHE=str(d / "unused"), MMJAX_COMPILE_CACHE="0"),
-              "unmakeable": start("unmakeable", MMJAX_CACHE=str(d / "a_file" / "cache")),
-              "disk_full": start("disk_full", MMJAX_CACHE=str(d / "full"), **faults(ENOSPC_PATH=str(d / "full" / "xla")))}
-    results["cold"] = finish(start("cold", MMJAX_CACHE=str(d / "cache")))
-    results["warm"] = finish(start("warm", MMJAX_CACHE=str(d / "cache")))
+    cold, off = start("cold", MMJAX_CACHE=str(d / "cache")), start("off", MMJAX_CACHE=str(d / "unused"),
+                                                                     MMJAX_COMPILE_CACHE="0")
+    results["cold"], results["off"] = finish(cold), finish(off)
+    warm, unmakeable = start("warm", MMJAX_CACHE=str(d / "cache")), start("unmakeable",
+                                                                          MMJAX_CACHE=str(d / "a_file" / "cache"))
+    results["warm"], results["unmakeable"] = finish(warm), finish(unmakeable)
     entries = sorted((d / "cache" / "xla").glob("*-cache"))
     for entry in entries:  # cut short, where the next run reads them (the keys depend on the cache's path)
         entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
-    results["damaged"] = finish(start("damaged", MMJAX_CACHE=str(d / "cache")))
-    results.update({name: finish(process) for name, process in others.items()})
+    damaged = start("damaged", MMJAX_CACHE=str(d / "cache"))
+    disk_full = start("disk_full", MMJAX_CACHE=str(d / "full"), **faults(ENOSPC_PATH=str(d / "full" / "xla")))
+    results["damaged"], results["disk_full"] = finish(damaged), finish(disk_full)
     return d, results, entries
 
 

@@ -2,19 +2,23 @@
 
 import json
 import pickle
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
 from mmjax import cli, interop
 from mmjax.errors import UserError
+from support import one_torch_thread
 
 torch = pytest.importorskip("torch")
 from mmjax import torch_models  # noqa: E402
 
 V, T = 9, 8  # the vocabulary and block size of conftest's words
+
+
+@pytest.fixture(autouse=True)
+def torch_on_one_thread():
+    with one_torch_thread():
+        yield
 
 
 def assert_same_tensors(back, original, model_type):
@@ -41,8 +45,9 @@ def test_model_pt_round_trips_with_identical_tensors(model_type, tmp_path):
     assert_same_tensors(torch.load(tmp_path / "back.pt", weights_only=True), original, model_type)
 
 
-def test_lstm_import_export_and_compare_commands(words_file, tmp_path):
-    """The LSTM through the commands: model.pt in nn.LSTMCell's layout -> work dir -> model.pt -> compare."""
+def test_lstm_import_export_and_compare_commands(words_file, tmp_path, capsys):
+    """The LSTM through the commands (`python -m mmjax.interop`'s main, in this process): model.pt in
+    nn.LSTMCell's layout -> work dir -> model.pt -> compare."""
     torch.manual_seed(3)
     original = torch_models.create("lstm", V, T, n_embd=16, n_embd2=16).state_dict()
     torch.save(original, tmp_path / "model.pt")
@@ -50,10 +55,9 @@ def test_lstm_import_export_and_compare_commands(words_file, tmp_path):
                   "--type", "lstm"])
     interop.main(["export", "-o", str(tmp_path / "run"), str(tmp_path / "back.pt")])
     assert_same_tensors(torch.load(tmp_path / "back.pt", weights_only=True), original, "lstm")
-    result = subprocess.run([sys.executable, "-m", "mmjax.interop", "compare", str(tmp_path / "back.pt"), "-i",
-                             str(words_file), "--type", "lstm"], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr  # it was torch's RuntimeError: missing cell.weight_ih, ...
-    rows = {line.split()[0]: float(line.split()[-1]) for line in result.stdout.splitlines()[1:]}
+    capsys.readouterr()  # compare was torch's RuntimeError: missing cell.weight_ih, ...
+    interop.main(["compare", str(tmp_path / "back.pt"), "-i", str(words_file), "--type", "lstm"])
+    rows = {line.split()[0]: float(line.split()[-1]) for line in capsys.readouterr().out.splitlines()[1:]}
     assert {"wte", "lm_head", "logits", "loss"} <= set(rows) and max(rows.values()) < 1e-5
 
 

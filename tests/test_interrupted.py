@@ -12,6 +12,7 @@ import pytest
 from conftest import write_words
 from helpers import SMALL, command, train
 from mmjax import inference
+from support import in_turn
 
 RUN = [*SMALL, "--max-steps", 60, "--eval-every", 20, "--log-every", 10]
 # mlp_bn as the lecture trains it (SGD, BatchNorm), its learning rate stepping down at 30 of 60 steps
@@ -53,17 +54,19 @@ def checkpoints(run):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, faults):
-    """For each model, a run never stopped; and the runs of KILLS, killed (in parallel processes)."""
+    """For each model, a run never stopped (in this process); then the runs of KILLS, killed (processes, two at a
+    time, which read the programs this process compiled back from the tests' compilation cache)."""
     d = tmp_path_factory.mktemp("interrupted")
     words = write_words(d / "words.txt")
     (d / "mlp_bn.py").write_text(MLP_BN)
     flags = {model: [a.format(d=d) if isinstance(a, str) else a for a in argv] for model, argv in MODELS.items()}
-    killed = {case: command("train.py", "-i", words, "-o", d / f"killed{i}", *RUN, *flags[case[0]],
-                            env=faults(**KILLS[case][0])) for i, case in enumerate(KILLS)}
     for model in MODELS:
         train("-i", words, "-o", d / model, *RUN, *flags[model])
-    for case, process in killed.items():
-        assert process.wait(timeout=600) == -signal.SIGKILL, process.stderr.read()
+    killed = in_turn({case: lambda i=i, case=case: command(
+        "train.py", "-i", words, "-o", d / f"killed{i}", *RUN, *flags[case[0]], env=faults(**KILLS[case][0]))
+        for i, case in enumerate(KILLS)})
+    for case, (process, _, err) in killed.items():
+        assert process.returncode == -signal.SIGKILL, err
     return {model: d / model for model in MODELS}, {case: d / f"killed{i}" for i, case in enumerate(KILLS)}
 
 

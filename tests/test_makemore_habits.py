@@ -1,7 +1,9 @@
 """makemore.py's commands and flags as its users type them: -i with --resume and --sample-only, --num-workers,
 --device, --max-steps -1 (tests/test_stopping.py runs one until SIGTERM), samples while training."""
 
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -15,19 +17,28 @@ from conftest import ROOT
 from helpers import compiled_count
 from mmjax import cli, inference, sampling
 from mmjax.input_pipeline import first_difference
+from support import in_turn
 from test_bad_input import fails, tree_digest
 
 TINY = ["--type", "bigram", "--no-progress"]
 
 
-def train_py(*argv, cwd=None):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, argv)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+def train_py(*argv, cwd):
+    """train.py's command line, run in this process in directory `cwd`: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.train_command([str(a) for a in argv], prog="train.py")
+            status = 0
+        except SystemExit as e:
+            status = e.code
+    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
 def names(tmp_path_factory):
-    """makemore's README, verbatim in a directory of its own: train, sample, resume (with -i each time)."""
+    """makemore's README, verbatim in a directory of its own: train, sample, resume (with -i each time); its
+    commands in this process (tests/test_cli.py runs train.py and sample.py as processes)."""
     d = tmp_path_factory.mktemp("makemore")
     words = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper", "evelyn", "abigail", "emily",
              "ella", "elizabeth", "camila", "luna", "sofia", "avery", "mila", "aria", "scarlett"]
@@ -44,11 +55,11 @@ def names(tmp_path_factory):
 
 def test_makemores_commands_train_sample_and_resume(names):
     d, words, results, expected = names
-    for result in results.values():
-        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert "20 words from names.txt" in results["train"].stdout
+    for status, _, err in results.values():
+        assert status == 0 and "Traceback" not in err, err
+    assert "20 words from names.txt" in results["train"][1]
     assert (d / "names" / "words.sha256").read_text() == hashlib.sha256("\n".join(words).encode()).hexdigest() + "\n"
-    assert expected in results["sample"].stdout
+    assert expected in results["sample"][1]
     latest = sorted(p.name for p in (d / "names" / "checkpoints" / "latest").iterdir())
     assert latest == ["40"] and int(inference.load(d / "names", which="latest").state.step) == 40
 
@@ -103,14 +114,28 @@ def test_help_lists_makemores_flags():
     assert "-1: until stopped (makemore's default; mmjax's is 10000)" in text
 
 
-@pytest.mark.parametrize("device, platform, name", [("tpu", "tpu", "tpu"), ("cuda:1", "cuda", "cuda"),
-                                                    ("mps", "METAL", "mps")])
-def test_an_absent_device_names_the_platforms_jax_sees(tmp_path, device, platform, name):
-    result = train_py("--device", device, "-o", tmp_path / "run")
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == (f"error: --device {device}: jax sees no {platform} device here, only cpu: pass --device "
-                             f"cpu, or install jax for {name} (docs/devices.md)\n")
-    assert not (tmp_path / "run").exists()
+ABSENT = {"tpu": ("tpu", "tpu"), "cuda:1": ("cuda", "cuda"), "mps": ("METAL", "mps")}  # --device: platform, name
+
+
+@pytest.fixture(scope="module")
+def absent_devices(tmp_path_factory):
+    """train.py --device D for each of ABSENT, as processes (the platform is chosen before jax starts), two at
+    a time: D -> (exit status, stdout, stderr, the work dir)."""
+    d = tmp_path_factory.mktemp("devices")
+    ended = in_turn({device: lambda i=i, device=device: subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--device", device, "-o", str(d / f"run{i}")], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i, device in enumerate(ABSENT)})
+    return {device: (p.returncode, out, err, d / f"run{i}") for i, (device, (p, out, err)) in enumerate(ended.items())}
+
+
+@pytest.mark.parametrize("device", ABSENT)
+def test_an_absent_device_names_the_platforms_jax_sees(absent_devices, device):
+    status, out, err, run = absent_devices[device]
+    platform, name = ABSENT[device]
+    assert status == 2 and out == ""
+    assert err == (f"error: --device {device}: jax sees no {platform} device here, only cpu: pass --device "
+                   f"cpu, or install jax for {name} (docs/devices.md)\n")
+    assert not run.exists()
 
 
 @pytest.mark.parametrize("argv, message", [

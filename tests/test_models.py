@@ -30,29 +30,32 @@ def small_config(model_type):
 @pytest.fixture(scope="module", params=TYPES)
 def randomised(request):
     """A small model of each type with random values in every variable (some start at zeros, which
-    would hide mistakes), BatchNorm variances and counts positive. Its forward pass jitted (one program, not
-    one per operation)."""
+    would hide mistakes), BatchNorm variances and counts positive: drawn by numpy for the shapes of the
+    model's variables (jax.eval_shape: no initialisation compiled). Its forward pass jitted (one program,
+    not one per operation)."""
     model = create_model(small_config(request.param), V, T)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))
 
-    def randomise(path, x):
-        key = jax.random.PRNGKey(zlib.crc32(jax.tree_util.keystr(path).encode()))
-        noise = jax.random.normal(key, x.shape) * 0.5
-        return jnp.abs(noise) + 0.5 if path[-1].key in ("var", "counts") else noise
+    def randomise(path, s):
+        noise = np.random.default_rng(zlib.crc32(jax.tree_util.keystr(path).encode())).normal(0, 0.5, s.shape)
+        return np.asarray(np.abs(noise) + 0.5 if path[-1].key in ("var", "counts") else noise, s.dtype)
 
-    init = jax.jit(lambda: jax.tree_util.tree_map_with_path(
-        randomise, model.init(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))))
-    variables = init()
+    variables = jax.device_put(jax.tree_util.tree_map_with_path(randomise, shapes))
     return model, variables, jax.jit(model.apply)
 
 
 def tokens(seed, batch=3):
-    return jax.random.randint(jax.random.PRNGKey(seed), (batch, T), 1, V).at[:, 0].set(0)
+    """Random tokens after the start token 0 (numpy: no program compiled for them)."""
+    idx_bt = np.random.default_rng(seed).integers(1, V, (batch, T), dtype=np.int32)
+    idx_bt[:, 0] = 0
+    return idx_bt
 
 
 def test_logits_have_one_row_per_position(randomised):
     _, variables, forward = randomised
     assert forward(variables, tokens(1)).shape == (3, T, V)
-    assert forward(variables, tokens(1)[:, :5]).shape == (3, 5, V)  # shorter than block_size too
+    # shorter than block_size too: the shape jax traces for it (what running it returns; nothing compiled)
+    assert jax.eval_shape(forward, variables, tokens(1)[:, :5]).shape == (3, 5, V)
 
 
 def test_future_tokens_never_change_past_logits(randomised):
@@ -60,7 +63,8 @@ def test_future_tokens_never_change_past_logits(randomised):
     idx_bt = tokens(2)
     logits_btv = forward(variables, idx_bt)
     for t in (0, 4, T - 2):
-        changed_bt = idx_bt.at[:, t + 1:].set(idx_bt[:, t + 1:] % (V - 1) + 1)
+        changed_bt = idx_bt.copy()
+        changed_bt[:, t + 1:] = idx_bt[:, t + 1:] % (V - 1) + 1
         changed_btv = forward(variables, changed_bt)
         np.testing.assert_allclose(changed_btv[:, :t + 1], logits_btv[:, :t + 1], atol=1e-6)
         assert not np.allclose(changed_btv[:, t + 1:], logits_btv[:, t + 1:], atol=1e-3)
@@ -71,14 +75,15 @@ def test_decode_steps_equal_the_full_forward(randomised):
     still holding a), as the sampler refills rows: every step's logits are the full pass's."""
     model, variables, forward = randomised
     a_bt, c_bt = tokens(3), tokens(5)
-    restart_b = T - jnp.arange(3)
-    s_bs = jnp.broadcast_to(jnp.arange(2 * T), (3, 2 * T))
-    pos_bs = jnp.where(s_bs < restart_b[:, None], s_bs, s_bs - restart_b[:, None])
-    rows_b1 = jnp.arange(3)[:, None]
-    idx_bs = jnp.where(s_bs < restart_b[:, None], a_bt[rows_b1, pos_bs], c_bt[rows_b1, pos_bs % T])
-    full_a_btv, full_c_btv = forward(variables, a_bt), forward(variables, c_bt)
-    expected_bsv = jnp.where((s_bs < restart_b[:, None])[..., None], full_a_btv[rows_b1, pos_bs],
-                             full_c_btv[rows_b1, pos_bs % T])
+    restart_b = T - np.arange(3)
+    s_bs = np.broadcast_to(np.arange(2 * T), (3, 2 * T))
+    pos_bs = np.where(s_bs < restart_b[:, None], s_bs, s_bs - restart_b[:, None])
+    rows_b1 = np.arange(3)[:, None]
+    # (numpy evaluates both branches: "% T" keeps the one not taken in bounds; the one taken has pos < T)
+    idx_bs = np.where(s_bs < restart_b[:, None], a_bt[rows_b1, pos_bs % T], c_bt[rows_b1, pos_bs % T])
+    full_a_btv, full_c_btv = np.asarray(forward(variables, a_bt)), np.asarray(forward(variables, c_bt))
+    expected_bsv = np.where((s_bs < restart_b[:, None])[..., None], full_a_btv[rows_b1, pos_bs % T],
+                            full_c_btv[rows_b1, pos_bs % T])
 
     @jax.jit
     def decode(idx_bs, pos_bs):  # a scan, as the sampler's loop: the carry must keep its shapes and dtypes
@@ -89,17 +94,25 @@ def test_decode_steps_equal_the_full_forward(randomised):
         return jax.lax.scan(step, carry, (idx_bs.T, pos_bs.T))[1].transpose(1, 0, 2)
 
     valid_bs = pos_bs < T
-    np.testing.assert_allclose(decode(idx_bs, pos_bs)[valid_bs], expected_bsv[valid_bs], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(decode(idx_bs, pos_bs))[valid_bs], expected_bsv[valid_bs], atol=1e-5,
+                               rtol=1e-5)
+
+
+# names.txt's vocabulary and block size: the states of test_zoo_lecture.py and test_transformer.py too (and this
+# loss the programs of test_zoo_lecture.py's), so a process that runs them compiles each once
+NAMES_VOCAB = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), 15)
+LOSS = jax.jit(loss_fn, static_argnames="train")  # one program, not one per operation
 
 
 @pytest.mark.parametrize("model_type", TYPES)
 def test_initial_loss_is_near_uniform(model_type):
     """At the configs' own sizes and initialisation."""
-    vocab = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), 15)
     config = get_config(model_type)
-    state = fresh_state(config, vocab)
-    idx_bt = jax.random.randint(jax.random.PRNGKey(4), (64, 16), 1, 27)
-    loss = float(jax.jit(loss_fn)(state.params, state, idx_bt.at[:, 0].set(0), idx_bt)[0])  # one program
+    state = fresh_state(config, NAMES_VOCAB)
+    idx_bt = np.random.default_rng(4).integers(1, 27, (64, 16), dtype=np.int32)
+    x_bt = idx_bt.copy()
+    x_bt[:, 0] = 0
+    loss = float(LOSS(state.params, state, x_bt, idx_bt, train=False)[0])
     # makemore's BoW starts higher: its lm_head reads the unnormalised x + mean + MLP(x) (the PyTorch
     # version's initial loss: 3.66 to 4.03 over seeds 0-4).
     low, high = (0, 1.0) if model_type == "bow" else (-0.3, 0.3)

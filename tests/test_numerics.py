@@ -11,13 +11,16 @@ import optax
 import pytest
 
 from conftest import ROOT
-from helpers import SMALL, fresh_state, small_config
+from helpers import fresh_state, small_config
 from mmjax.workdir import WorkDir
-from mmjax import cli, losses, optimizers
+from mmjax import cli, inference, losses, optimizers
 from mmjax.input_pipeline import Dataset, read_words
 from test_bad_input import tree_digest
 
 TRAIN = cli.train_main
+# the MLP of helpers.SMALL's sizes, the cheapest model to compile; dispatches of 10 steps (the resumes' too)
+MLP = ["--type", "mlp", "--n-embd", 16, "--n-embd2", 16, "--no-progress", "--max-steps", 20, "--eval-every", 20,
+       "--log-every", 10]
 DIVERGES = "3e38"  # AdamW's first steps move every parameter by about the learning rate: float32 overflows
 # The bigram's logits are its parameters: at 1e37 each target's NLL stays finite (about 1e37) and their sum
 # over a batch overflows to infinity, before any parameter does
@@ -31,7 +34,7 @@ def train_cli(*argv):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, words_file_module):
     run = tmp_path_factory.mktemp("numerics") / "run"
-    train_cli("-i", words_file_module, "-o", run, *SMALL, "--max-steps", 20, "--eval-every", 20, "--log-every", 20)
+    train_cli("-i", words_file_module, "-o", run, *MLP)
     return run
 
 
@@ -45,7 +48,7 @@ def words_file_module(tmp_path_factory):
 def trained_bigram(tmp_path_factory, words_file_module):
     run = tmp_path_factory.mktemp("numerics") / "bigram"
     train_cli("-i", words_file_module, "-o", run, "--type", "bigram", "--no-progress", "--max-steps", 20,
-              "--eval-every", 20, "--log-every", 20)
+              "--eval-every", 20, "--log-every", 10)
     return run
 
 
@@ -109,41 +112,79 @@ def test_an_infinite_evaluation_is_never_saved(bigram_run, capsys):
 
 @pytest.fixture(scope="module")
 def gradients(words_file_module):
-    """A small Transformer's parameters and its gradients on 64 words."""
+    """A small MLP's parameters and its gradients on 64 words."""
     dataset = Dataset.from_words(read_words(words_file_module), seed=0)
-    state = fresh_state(small_config(), dataset.vocab)
+    state = fresh_state(small_config("mlp"), dataset.vocab)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words[:64]))
     grads = jax.jit(jax.grad(lambda p: losses.loss_fn(p, state, x_nt, y_nt)[0]))(state.params)
     return state.params, grads, float(optax.tree.norm(grads))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def update(tx, grads, opt_state, params):
+    """tx.update, compiled once per optimiser (its hyper-parameters are in opt_state): (updates, new state)."""
+    return tx.update(grads, opt_state, params)
+
+
 def first_update(config, params, grads):
-    tx = optimizers.make_optimizer(config)
-    return jax.jit(lambda g, p: tx.update(g, tx.init(p), p)[0])(grads, params)  # one program, not one per operation
+    """config's optimiser's first (updates, state after it)."""
+    return update(optimizers.optimizer_of(config), grads, optimizers.make_optimizer(config).init(params), params)
 
 
 @pytest.mark.parametrize("clip_over_norm", [0, 0.25, 2])
 def test_clipping_scales_the_gradients_down_to_the_global_norm(gradients, clip_over_norm):
     params, grads, norm = gradients
     sgd = small_config(optimizer="sgd", learning_rate=1.0, weight_decay=0.0, grad_clip=clip_over_norm * norm)
-    updates = first_update(sgd, params, grads)  # SGD at learning rate 1: the update is minus the gradient
+    updates, _ = first_update(sgd, params, grads)  # SGD at learning rate 1: the update is minus the gradient
     scale = min(1.0, clip_over_norm) if clip_over_norm else 1.0
     assert float(optax.tree.norm(updates)) == pytest.approx(scale * norm, rel=1e-5)
     for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
         np.testing.assert_allclose(u, -scale * g, rtol=1e-5, atol=1e-12)
 
 
-def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients, tmp_path):
+def test_clipping_comes_before_adamw_and_keeps_the_state_structure(gradients):
     params, grads, norm = gradients
-    clipped = first_update(small_config(grad_clip=norm / 4), params, grads)
+    clipped, clipped_state = first_update(small_config("mlp", grad_clip=norm / 4), params, grads)
     adamw = optax.adamw(5e-4, b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.01)
     expected = jax.jit(lambda g, p: adamw.update(jax.tree.map(lambda x: x / 4, g), adamw.init(p), p)[0])(grads, params)
     for a, b in zip(jax.tree.leaves(clipped), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-12)
     # Adam's first step hardly depends on the gradient's scale, but it does on eps: not the unclipped update
+    unclipped, unclipped_state = first_update(small_config("mlp"), params, grads)
     assert not all(np.allclose(a, b, rtol=1e-7, atol=0) for a, b in zip(
-        jax.tree.leaves(clipped), jax.tree.leaves(first_update(small_config(), params, grads))))
+        jax.tree.leaves(clipped), jax.tree.leaves(unclipped)))
+    # Adam's moments, which every later step divides by, are those of the clipped gradient: a quarter of
+    # the unclipped ones' first moment and a sixteenth of their second
+    for state, scale in ((clipped_state, 0.25), (unclipped_state, 1.0)):
+        [mu], [nu] = optax.tree.get_all_with_path(state, "mu"), optax.tree.get_all_with_path(state, "nu")
+        for m, v, g in zip(jax.tree.leaves(mu[1]), jax.tree.leaves(nu[1]), jax.tree.leaves(grads), strict=True):
+            np.testing.assert_allclose(m, 0.1 * scale * g, rtol=1e-5, atol=1e-12)
+            np.testing.assert_allclose(v, 0.01 * (scale * g) ** 2, rtol=1e-5, atol=1e-20)
     states = [jax.eval_shape(optimizers.make_optimizer(small_config(grad_clip=c)).init, params) for c in (0.0, 1.0)]
     assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])  # so --resume can turn clipping on
+
+
+def test_resume_can_turn_clipping_on(run, tmp_path):
+    """--grad-clip on a resumed run: its state takes the bound, the compiled steps are the run's (nothing
+    compiles again), and the steps clip (the run differs from the one resumed without it)."""
     config = cli.resolve_config(cli.train_parser().parse_args(["--grad-clip", "0.5"]), WorkDir(tmp_path / "new"))
     assert config.grad_clip == 0.5
+    plain = shutil.copytree(run, tmp_path / "plain")
+    compiled = []  # lowerings to MLIR and backend compilations, as test_one_loop.py counts them
+    listener = lambda event, duration, **kwargs: compiled.append(event) if event in (
+        "/jax/core/compile/jaxpr_to_mlir_module_duration", "/jax/core/compile/backend_compile_duration") else None
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        train_cli("-o", run, "--resume", "--max-steps", 30, "--no-progress", "--grad-clip", 1e-3)
+        train_cli("-o", plain, "--resume", "--max-steps", 30, "--no-progress")
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled == []
+    latest = {path.name: inference.load(path, which="latest").state for path in (run, plain)}
+    assert int(latest["run"].step) == int(latest["plain"].step) == 30
+    assert float(optimizers.hyperparams(latest["run"].opt_state)["grad_clip"]) == pytest.approx(1e-3)
+    assert float(optimizers.hyperparams(latest["plain"].opt_state)["grad_clip"]) == 0.0
+    apart = max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(latest["run"].params),
+                                                    jax.tree.leaves(latest["plain"].params)))
+    assert apart > 1e-4, apart
+    assert [m["step"] for m in WorkDir(run).metrics() if "test_loss" in m] == [20, 30]

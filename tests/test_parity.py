@@ -1,6 +1,12 @@
 """mmjax computes exactly what makemore.py's PyTorch models compute (mmjax/torch_models.py, written
 from its behaviour), given the same weights moved across by mmjax.interop; and its optimiser steps
-as torch.optim.AdamW does."""
+as torch.optim.AdamW does. The logits, loss and gradients are compared with the reference's computed in
+float64 from the same weights (the exact values: only mmjax's float32 rounding is measured, never torch's,
+whose sums' order depends on its threads); torch runs on one thread (deterministic, and several times
+faster at these sizes)."""
+
+import contextlib
+import copy
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +18,7 @@ from mmjax import interop, precision
 from mmjax.config import base_config
 from mmjax.losses import cross_entropy
 from mmjax.optimizers import make_optimizer
+from support import one_torch_thread
 
 torch = pytest.importorskip("torch")
 from mmjax import torch_models  # noqa: E402
@@ -25,6 +32,35 @@ def true_float32():
     otherwise run in TF32 (on the CPU it changes nothing); the programs here call the models directly."""
     with precision.matmuls("float32"):
         yield
+
+
+@pytest.fixture(autouse=True)
+def torch_on_one_thread():
+    """The AdamW trajectories' float32 sums in one order, whatever ran before."""
+    with one_torch_thread():
+        yield
+
+
+@contextlib.contextmanager
+def in_float64():
+    """torch's tensors made inside the models (masks, zeros) in float64 too."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def exact(reference, idx, targets=None):
+    """The reference's logits and loss (and, with targets, its gradients, on the copy returned) in float64:
+    a float64 copy of its float32 weights, the same values."""
+    reference = copy.deepcopy(reference).double()
+    with in_float64():
+        logits, loss = reference(idx, targets)
+        if targets is not None:
+            loss.backward()
+    return reference, logits.detach().numpy(), loss
 
 
 def reference_model(model_type, seed=0):
@@ -57,10 +93,9 @@ def test_logits_loss_and_gradients_match_pytorch(model_type):
     reference = reference_model(model_type)
     model, variables = interop.from_makemore(reference.state_dict(), model_type, block_size=T)
     idx, targets, x_bt, y_bt = batch(0)
-    logits_ref, loss_ref = reference(idx, targets)
-    loss_ref.backward()
+    reference, logits_ref, loss_ref = exact(reference, idx, targets)
     # compiled, as training runs them (op by op, the Transformer's takes 240 compilations of single operations)
-    np.testing.assert_allclose(jax.jit(model.apply)(variables, x_bt), logits_ref.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(jax.jit(model.apply)(variables, x_bt), logits_ref, atol=1e-5)
     loss, grads = jax.jit(jax.value_and_grad(mean_nll(model)))(variables["params"], x_bt, y_bt)
     assert float(loss) == pytest.approx(loss_ref.item(), abs=1e-6)
     grads = interop.to_makemore(model_type, {"params": grads})
@@ -105,4 +140,4 @@ def test_lstm_is_torchs_lstm_cell_in_the_rnn_frame():
     reference = reference_model("lstm")
     model, variables = interop.from_makemore(reference.state_dict(), "lstm", block_size=T)
     idx, _, x_bt, _ = batch(1)
-    np.testing.assert_allclose(jax.jit(model.apply)(variables, x_bt), reference(idx)[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(jax.jit(model.apply)(variables, x_bt), exact(reference, idx)[1], atol=1e-5)

@@ -14,11 +14,12 @@ PICTURES = ("loss", "bigram_counts", "embeddings", "histograms", "update_ratio")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A short mlp_bn run: three evaluations."""
+    """A short mlp_bn run: three evaluations. No samples (none is read: no sampler compiled); the words and the
+    config are test_backprop.py's training run's, whose compiled programs a process that ran it reuses."""
     tmp = tmp_path_factory.mktemp("plots")
     out = tmp / "out"
     argv = ["-i", str(write_words(tmp / "words.txt")), "-o", str(out), "--type", "mlp_bn", "--max-steps", "300",
-            "--eval-every", "100", "--no-progress"]
+            "--eval-every", "100", "--log-every", "100", "--sample-every", "0", "--no-progress"]
     cli.train_main(cli.train_parser().parse_args(argv))
     return out
 

@@ -5,9 +5,10 @@ their flags' one-line errors. (The schedules' learning rates are test_library.py
 import collections
 import csv
 import dataclasses
-import functools
 import io
 import json
+import runpy
+import sys
 
 import flax.linen as nn
 import jax
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 
 import mmjax
-from conftest import write_words
-from helpers import SMALL, assert_refused, run_command, small_config, train
+from conftest import ROOT, write_words
+from helpers import SMALL, assert_refused, small_config, train
 from mmjax import optimizers, population, sampling, steps
 from mmjax import train as trainer
 from mmjax.state import create_train_state
@@ -32,6 +33,9 @@ DROPOUT_TYPES = [t for t in MODELS if has_dropout(t)]
 # at this learning rate the validation loss is lowest at step 20 and the test loss at step 10
 STEPS = dict(max_steps=20, eval_every=10, log_every=10, sample_every=0, learning_rate=1e-2)
 VAL = 20  # of write_words' 300 words: 30 test, 250 train, 20 validation
+# The averaging decay of every averaged run here: the decay is part of the optimiser's structure, so one value
+# is one optimiser, whose programs compile once. At 0.5 the bound binds from update 8 on (min(0.5, 9 / 18)).
+EMA = 0.5
 
 
 class Drop(nn.Module):
@@ -82,7 +86,7 @@ def test_dropout_changes_the_training_loss_and_rate_zero_changes_nothing(words_f
     dataset = Dataset.from_words(read_words(words_file), config.seed)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
 
-    initial = jax.jit(functools.partial(create_train_state, config, dataset.vocab))(jax.random.PRNGKey(0))
+    initial = create_train_state(config, dataset.vocab, jax.random.PRNGKey(0))
 
     def run(rate):  # from a copy of one state (its apply_fn, so one compilation for every traced rate)
         state, losses = steps.train_steps(jax.tree.map(jnp.copy, initial), x_nt, y_nt, rate, num_steps=10,
@@ -110,61 +114,74 @@ def test_parameter_averaging_is_the_hand_computed_average_and_leaves_training_al
             params.append(jax.device_get(state.params))
         return state, params
 
-    (plain, plain_params), (averaged, params) = run(0.0), run(0.5)
+    (plain, plain_params), (averaged, params) = run(0.0), run(EMA)
     jax.tree.map(np.testing.assert_array_equal, params, plain_params)
     assert optimizers.evaluated(plain) is plain
     by_hand = params[0]
     for t, new in enumerate(params[1:]):
-        d = min(0.5, (1 + t) / (10 + t))  # 0.1, 0.18, ... then 0.5 from t = 8 on
+        d = min(EMA, (1 + t) / (10 + t))  # 0.1, 0.18, ... then 0.5 from t = 8 on
         by_hand = jax.tree.map(lambda a, p: d * a + (1 - d) * p, by_hand, new)
     result = jax.device_get(optimizers.evaluated(averaged).params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), result, by_hand)
     assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(result), jax.tree.leaves(params[-1]))) > 1e-4
 
 
-def test_an_averaged_run_evaluates_keeps_and_resumes_its_average(tmp_path, words_file):
-    """With --ema-decay: the logged losses are the average's, the best checkpoint holds it (what sample.py
-    samples), a resumed run continues it exactly, and a population member is its standalone run."""
-    config = small_config("mlp", **STEPS, val_size=VAL, ema_decay=0.9, dropout=0.2)
-    trainer.train_and_evaluate(config, tmp_path / "run", words_file, progress=False)
-    latest = WorkDir(tmp_path / "run").checkpoints.restore(create_train_state(
-        config, WorkDir(tmp_path / "run").load_dataset().vocab, jax.random.PRNGKey(0)))
-    average = optimizers.evaluated(latest)
-    assert latest.params is not average.params
-    dataset = WorkDir(tmp_path / "run").load_dataset()
-    x_nt, y_nt = dataset.vocab.encode_words(dataset.val_words)
-    logged = evaluations(tmp_path / "run")[-1]
-    assert logged["val_loss"] == pytest.approx(steps.evaluate(average, x_nt, y_nt, 500), abs=1e-6)
-    assert logged["val_loss"] != pytest.approx(steps.evaluate(latest, x_nt, y_nt, 500), abs=1e-4)
-    best = mmjax.inference.load(tmp_path / "run")  # the lowest val_loss is at the last step, 20
-    assert int(best.state.step) == min(evaluations(tmp_path / "run"), key=lambda m: m["val_loss"])["step"] == 20
-    jax.tree.map(np.testing.assert_array_equal, best.state.params, average.params)
-    # stopped at 10 and resumed: the same average at 20 as the straight run
-    half = small_config("mlp", **{**STEPS, "max_steps": 10}, val_size=VAL, ema_decay=0.9, dropout=0.2)
-    trainer.train_and_evaluate(half, tmp_path / "resumed", words_file, progress=False)
-    resumed = trainer.train_and_evaluate(config, tmp_path / "resumed", progress=False)
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(optimizers.evaluated(resumed).params),
-                 jax.device_get(average.params))
-    trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, ema_decay=0.9, sweep="dropout=0,0.2"),
-                                  tmp_path / "population", words_file, progress=False)
-    for a, b in zip(evaluations(tmp_path / "population", member=1), evaluations(tmp_path / "run")):
-        assert abs(a["val_loss"] - b["val_loss"]) < 1e-5 and abs(a["test_loss"] - b["test_loss"]) < 1e-5, (a, b)
-    with pytest.raises(UserError, match="holds a run with ema_decay=0.9, and averaging cannot be switched on or off "
-                                        "in a run: drop --ema-decay, or pass another -o"):
-        train("-o", tmp_path / "run", "--resume", "--max-steps", 30, "--ema-decay", 0)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """MLPs (the cheapest to compile of the models with dropout) trained 20 steps on write_words' words with a
-    validation set: one with dropout 0.2, and a population sweeping dropout 0 and 0.2."""
+    validation set and an average of their parameters (EMA): one with dropout 0.2, and a population sweeping
+    dropout 0 and 0.2."""
     d = tmp_path_factory.mktemp("regularisation")
     words = write_words(d / "words.txt")
-    trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, dropout=0.2), d / "val", words,
-                               progress=False)
-    trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, sweep="dropout=0,0.2"), d / "population",
-                                  words, progress=False)
+    trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, dropout=0.2, ema_decay=EMA), d / "val",
+                               words, progress=False)
+    trainer.train_and_evaluate(small_config("mlp", **STEPS, val_size=VAL, ema_decay=EMA, sweep="dropout=0,0.2"),
+                               d / "population", words, progress=False)
     return d
+
+
+def test_an_averaged_run_evaluates_keeps_and_resumes_its_average(runs, tmp_path):
+    """With --ema-decay: the logged losses are the average's, the best checkpoint holds it (what sample.py
+    samples), a resumed run continues it exactly (and a population member is its standalone run:
+    test_a_member_with_dropout_is_the_standalone_run_of_its_rate)."""
+    workdir = WorkDir(runs / "val")
+    config, dataset = workdir.load_config(), workdir.load_dataset()
+    assert config.ema_decay == EMA and config.dropout == 0.2
+    latest = workdir.checkpoints.restore(create_train_state(config, dataset.vocab, jax.random.PRNGKey(0)))
+    average = optimizers.evaluated(latest)
+    assert latest.params is not average.params
+    x_nt, y_nt = dataset.vocab.encode_words(dataset.val_words)
+    logged = evaluations(runs / "val")[-1]
+    assert logged["val_loss"] == pytest.approx(steps.evaluate(average, x_nt, y_nt, 500), abs=1e-6)
+    assert logged["val_loss"] != pytest.approx(steps.evaluate(latest, x_nt, y_nt, 500), abs=1e-4)
+    best = mmjax.inference.load(runs / "val")  # the lowest val_loss is at the last step, 20
+    assert int(best.state.step) == min(evaluations(runs / "val"), key=lambda m: m["val_loss"])["step"] == 20
+    jax.tree.map(np.testing.assert_array_equal, best.state.params, average.params)
+    # stopped at 10 and resumed: the same average at 20 as the straight run
+    half = small_config("mlp", **{**STEPS, "max_steps": 10}, val_size=VAL, ema_decay=EMA, dropout=0.2)
+    trainer.train_and_evaluate(half, tmp_path / "resumed", runs / "words.txt", progress=False)
+    resumed = trainer.train_and_evaluate(config, tmp_path / "resumed", progress=False)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(optimizers.evaluated(resumed).params),
+                 jax.device_get(average.params))
+
+
+def test_averaging_cannot_be_switched_on_or_off_at_a_resume(runs, tmp_path, words_file):
+    """config.check_resumable: the optimiser state holds the average or not, so --ema-decay can neither turn it
+    off in an averaged run nor on in a plain one; refused before anything is written."""
+    metrics = (runs / "val" / "metrics.jsonl").read_bytes()
+    with pytest.raises(UserError, match=f"holds a run with ema_decay={EMA}, and averaging cannot be switched on or "
+                                        "off in a run: drop --ema-decay, or pass another -o"):
+        train("-o", runs / "val", "--resume", "--max-steps", 30, "--ema-decay", 0)
+    assert (runs / "val" / "metrics.jsonl").read_bytes() == metrics
+    # a plain run (a bigram: its zero initialisation compiles in a moment), and averaging switched on
+    train("-i", words_file, "-o", tmp_path / "plain", "--type", "bigram", "--max-steps", 10, "--eval-every", 10,
+          "--log-every", 10, "--no-progress")
+    files = lambda: {p: p.read_bytes() for p in (tmp_path / "plain").rglob("*") if p.is_file()}
+    before = files()
+    with pytest.raises(UserError, match="holds a run with ema_decay=0.0, and averaging cannot be switched on or "
+                                        "off in a run: drop --ema-decay, or pass another -o"):
+        train("-o", tmp_path / "plain", "--resume", "--max-steps", 20, "--ema-decay", EMA)
+    assert files() == before
 
 
 def evaluations(path, **match):
@@ -218,6 +235,8 @@ def test_sampling_counts_validation_words_as_training_words(runs):
 
 
 def test_a_member_with_dropout_is_the_standalone_run_of_its_rate(runs):
+    """Member 1 (dropout 0.2, averaged) is the standalone run of its rate: its losses, its parameters and their
+    average; member 0 (rate 0) is not."""
     ours, theirs = evaluations(runs / "population", member=1), evaluations(runs / "val")
     assert [m["dropout"] for m in ours] == [0.2] * 2 and len(theirs) == 2
     for a, b in zip(ours, theirs):
@@ -225,19 +244,44 @@ def test_a_member_with_dropout_is_the_standalone_run_of_its_rate(runs):
             assert abs(a[name] - b[name]) < 1e-5, (name, a, b)
     rate_0 = evaluations(runs / "population", member=0)
     assert [m["dropout"] for m in rate_0] == [0.0] * 2 and rate_0[-1]["train_loss"] != ours[-1]["train_loss"]
-    best = WorkDir(runs / "population").checkpoints.restore(population.abstract_checkpoint(
-        WorkDir(runs / "population").load_config(), WorkDir(runs / "population").load_dataset().vocab))["best"]
+    restored = WorkDir(runs / "population").checkpoints.restore(population.abstract_checkpoint(
+        WorkDir(runs / "population").load_config(), WorkDir(runs / "population").load_dataset().vocab))
+    best = restored["best"]
+    alone = mmjax.inference.load(runs / "val", which="latest").state  # with its parameters' average
+    trained = WorkDir(runs / "val").checkpoints.restore(create_train_state(
+        WorkDir(runs / "val").load_config(), WorkDir(runs / "val").load_dataset().vocab, jax.random.PRNGKey(0)))
+    member = lambda tree, i: jax.tree.map(lambda a: np.asarray(a[i]), jax.device_get(tree))
+    for ours_k, theirs in ((restored["state"].params, trained.params),  # the trained parameters
+                           (optimizers.evaluated(restored["state"]).params, alone.params),  # their average
+                           (best["params"], alone.params)):  # member 1's best is at step 20, the last
+        theirs = jax.device_get(theirs)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), member(ours_k, 1), theirs)
+        assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(member(ours_k, 0)), jax.tree.leaves(theirs))) > 1e-3
     for member in (0, 1):  # each member's best: its lowest validation loss
         scores = {m["step"]: m["val_loss"] for m in evaluations(runs / "population", member=member)}
         step = min(scores, key=scores.get)
         assert int(best["step"][member]) == step and float(best["score"][member]) == pytest.approx(scores[step], abs=1e-6)
 
 
-def test_the_record_table_reads_test_where_validation_chose(runs, tmp_path):
+def record_table(capsys, monkeypatch, *argv):
+    """scripts/record_table.py ARGV run as a script (its __main__) in this process: (exit status, stdout,
+    stderr)."""
+    monkeypatch.setattr(sys, "argv", ["record_table.py", *map(str, argv)])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the checkout first
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(ROOT / "scripts" / "record_table.py"), run_name="__main__")
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    return (status, *capsys.readouterr())
+
+
+def test_the_record_table_reads_test_where_validation_chose(runs, tmp_path, capsys, monkeypatch):
     """scripts/record_table.py: per model the evaluation with the lowest val_loss, its test_loss; a population's
     ensemble of best checkpoints (here all at the last step, so the ensemble the run logged there)."""
-    status, out, err = run_command("scripts/record_table.py", runs / "val", runs / "population", "--csv",
-                                   tmp_path / "runs.csv")
+    status, out, err = record_table(capsys, monkeypatch, runs / "val", runs / "population", "--csv",
+                                    tmp_path / "runs.csv")
     assert status == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert (tmp_path / "runs.csv").read_text() == out
@@ -256,7 +300,7 @@ def test_the_record_table_reads_test_where_validation_chose(runs, tmp_path):
     (tmp_path / "no_val" / "config.json").write_text((runs / "val" / "config.json").read_text())
     (tmp_path / "no_val" / "metrics.jsonl").write_text("".join(
         json.dumps({k: v for k, v in m.items() if k != "val_loss"}) + "\n" for m in WorkDir(runs / "val").metrics()))
-    assert_refused(run_command("scripts/record_table.py", tmp_path / "no_val"),
+    assert_refused(record_table(capsys, monkeypatch, tmp_path / "no_val"),
                    f"{tmp_path / 'no_val'} has no validation set, so nothing was chosen on one: train with --val-size")
 
 
@@ -291,8 +335,11 @@ def test_bad_values_are_one_line_errors_and_write_nothing(tmp_path, words_file, 
     assert not (tmp_path / "out").exists()
 
 
-def test_the_command_refuses_a_rate_of_1_and_a_resume_that_changes_the_split(runs, tmp_path, words_file):
-    assert_refused(run_command("train.py", "-i", words_file, "-o", tmp_path / "out", "--dropout", "1", *SMALL),
+def test_the_command_refuses_a_rate_of_1_and_a_resume_that_changes_the_split(runs, tmp_path, words_file, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:  # train.py's entry, in this process
+        mmjax.cli.train_command(["-i", str(words_file), "-o", str(tmp_path / "out"), "--dropout", "1", *SMALL])
+    assert_refused((exit.value.code, *capsys.readouterr()),
                    "dropout must be at least 0 and below 1, got 1.0: pass a rate such as 0.1 (0: off)")
     assert not (tmp_path / "out").exists()
     # a swept rate is checked as each member's (through the API: the command would give this process a CPU

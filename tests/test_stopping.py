@@ -1,14 +1,15 @@
-"""SIGINT and SIGTERM sent to a real train.py: it stops at the end of the current dispatch, evaluates, saves,
-prints the command that continues it and exits 130 or 143; that command ends the run bit for bit as the run
-never stopped."""
+"""SIGINT and SIGTERM sent to a real train.py: it stops at the end of the dispatch the signal came in, evaluates,
+saves, prints the command that continues it and exits 130 or 143; that command ends the run bit for bit as the
+run never stopped. A second Ctrl-C during the final save changes nothing; a signal in the last dispatch lets
+the run finish (exit status 0)."""
 
+import ast
 import json
+import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from conftest import ROOT, write_words
 from mmjax import cli, inference
+from support import in_turn
 
 TRAIN = str(ROOT / "train.py")
 RUN = ["--type", "bigram", "--no-progress", "--log-every", "10", "--eval-every", "1000", "--sample-every", "0"]
@@ -27,34 +29,63 @@ except ImportError:
     IN_A_SAVE = False
 NO_SAVE_HOOK = "this orbax has no orbax.checkpoint.path.atomicity.AtomicRenameTemporaryPath.finalize to press Ctrl-C in"
 
-# train.py that presses Ctrl-C itself as the dispatch from step 30 starts (so it stops at 40), and again
-# while orbax writes latest's checkpoint of step 40
+# train.py (run as itself, its sys.argv[0] train.py) that sends itself $SIGNAL as the dispatch from step $AT
+# starts, and, with $AGAIN_IN_SAVE (a checkpoint, "latest/40"), SIGINT again while orbax finalizes that
+# checkpoint's save. It prints each call of the handler (mmjax.stopping.Signals._record): the signal, and the
+# checkpoint being finalized when it ran (None: none was).
 DRIVER = """
-import os, re, signal, sys
-from orbax.checkpoint.path import atomicity
-from mmjax import cli, steps
+import os, re, runpy, signal, sys
+from mmjax import steps, stopping
 
-ctrl_c = lambda: os.kill(os.getpid(), signal.SIGINT)
+signum, at, again = getattr(signal, os.environ["SIGNAL"]), int(os.environ["AT"]), os.environ.get("AGAIN_IN_SAVE")
+handled, finalizing = [], []
+record = stopping.Signals._record
+def counting_record(self, received, frame):
+    handled.append((signal.Signals(received).name, finalizing[-1] if finalizing else None))
+    return record(self, received, frame)
+stopping.Signals._record = counting_record
 train_steps = steps.train_steps
-def pressing_train_steps(state, *args, **kwargs):
-    if int(state.step) == 30:
-        ctrl_c()
+def signalling_train_steps(state, *args, **kwargs):
+    if int(state.step) == at:
+        os.kill(os.getpid(), signum)
     return train_steps(state, *args, **kwargs)
-steps.train_steps = pressing_train_steps
-finalize = atomicity.AtomicRenameTemporaryPath.finalize
-async def pressing_finalize(self):
-    if re.search("latest/40$", str(self.get_final())):
-        ctrl_c()
-    return await finalize(self)
-atomicity.AtomicRenameTemporaryPath.finalize = pressing_finalize
-cli.train_command()
+steps.train_steps = signalling_train_steps
+if again:
+    from orbax.checkpoint.path import atomicity
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+    async def pressing_finalize(self, *args, **kwargs):
+        name = "/".join(str(self.get_final()).split("/")[-2:])
+        finalizing.append(name)
+        try:
+            if name == again:
+                os.kill(os.getpid(), signal.SIGINT)
+            return await finalize(self, *args, **kwargs)
+        finally:
+            finalizing.pop()
+    atomicity.AtomicRenameTemporaryPath.finalize = pressing_finalize
+sys.argv[0] = {train!r}
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print("handled", handled, flush=True)
 """
 
+# name -> (the driver's environment, --max-steps, the exit status, the step it stops at, the handler's calls)
+CASES = {
+    # Ctrl-C as the dispatch from 30 starts: it stops at 40; pressed again while latest/40 is being saved, it
+    # arrives and changes nothing
+    "SIGINT": (dict(SIGNAL="SIGINT", AT=30, **({"AGAIN_IN_SAVE": "latest/40"} if IN_A_SAVE else {})), -1, 130, 40,
+               [("SIGINT", None)] + ([("SIGINT", "latest/40")] if IN_A_SAVE else [])),
+    "SIGTERM": (dict(SIGNAL="SIGTERM", AT=20), -1, 143, 30, [("SIGTERM", None)]),
+    # in the last dispatch (51..60): the run finishes, no "stopped" line, exit status 0
+    "last dispatch": (dict(SIGNAL="SIGTERM", AT=50), 60, 0, 60, [("SIGTERM", None)]),
+}
+K = 60  # the step every run is continued to, and the run never stopped ends at
 
-def last_step(run):
-    path = run / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return json.loads(lines[-1])["step"] if lines and lines[-1].endswith("}") else 0
+
+def last_evaluation(run):
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+            if "test_loss" in line][-1]
 
 
 def latest(run):
@@ -63,68 +94,58 @@ def latest(run):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Runs stopped by SIGINT and SIGTERM (both with --max-steps -1: until stopped) and by the driver's two
-    Ctrl-Cs; each then continued, by the command it printed, to the same step K as a run never stopped."""
+    """The same run never stopped, to K (in this process, first: the processes read the programs it compiled
+    back from the tests' compilation cache); the runs of CASES (real processes, two at a time), each
+    stopped one then continued, by the command it printed, to step K."""
     d = tmp_path_factory.mktemp("stopping")
     words = write_words(d / "words.txt")
-    (d / "driver.py").write_text(DRIVER)
-    start = lambda script, name, *argv: subprocess.Popen(
-        [sys.executable, script, "-i", str(words), "-o", str(d / name), *RUN, *argv],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    processes = {"SIGINT": start(TRAIN, "SIGINT", "--max-steps", "-1"),
-                 "SIGTERM": start(TRAIN, "SIGTERM", "--max-steps", "-1")}
-    if IN_A_SAVE:
-        processes["twice"] = start(str(d / "driver.py"), "twice", "--max-steps", "1000")
-    seen = {}
-    for name in ("SIGINT", "SIGTERM"):
-        deadline = time.monotonic() + 120
-        while last_step(d / name) < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert processes[name].poll() is None  # a -1 run goes on until stopped
-        seen[name] = last_step(d / name)
-        processes[name].send_signal(getattr(signal, name))
-    stopped = {}
-    for name, process in processes.items():
-        stderr = process.communicate(timeout=120)[1]
-        step, command = STOPPED.fullmatch(stderr.splitlines()[-1]).groups()
-        stopped[name] = dict(status=process.returncode, stderr=stderr, step=int(step), command=command,
-                             seen=seen.get(name))
-    for name, s in stopped.items():  # what the stop left, before the runs are continued
-        s["latest"] = latest(d / name)
-        s["evaluated"] = [json.loads(line)["step"] for line in (d / name / "metrics.jsonl").read_text().splitlines()
-                          if "test_loss" in line][-1]
-    k = max(s["step"] for s in stopped.values()) + 20
-    for name, s in stopped.items():  # the printed command, in this process (it imported jax already)
-        argv = shlex.split(s["command"])[2:]  # after "python train.py"
-        cli.train_command([*argv, "--max-steps", str(k)])
-    cli.train_command(["-i", str(words), "-o", str(d / "whole"), *RUN, "--max-steps", str(k)])
-    return d, stopped, k
+    (d / "driver.py").write_text(DRIVER.format(train=TRAIN))
+    cli.train_command(["-i", str(words), "-o", str(d / "whole"), *RUN, "--max-steps", str(K)])
+    started = in_turn({name: lambda name=name, env=env, max_steps=max_steps: subprocess.Popen(
+        [sys.executable, str(d / "driver.py"), "-i", str(words), "-o", str(d / name), *RUN, "--max-steps",
+         str(max_steps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **{k: str(v) for k, v in env.items()}}) for name, (env, max_steps, *_) in CASES.items()})
+    ended = {}
+    for name, (process, out, err) in started.items():
+        handled = ast.literal_eval(out.rsplit("handled ", 1)[1]) if "handled " in out else out
+        ended[name] = dict(status=process.returncode, stderr=err, handled=handled, latest=latest(d / name),
+                           evaluated=last_evaluation(d / name))
+    for name, s in ended.items():  # the printed command, in this process (it imported jax already)
+        stopped = STOPPED.fullmatch(s["stderr"].splitlines()[-1]) if s["stderr"] else None
+        if stopped:
+            s["step"], s["command"] = int(stopped.group(1)), stopped.group(2)
+            cli.train_command([*shlex.split(s["command"])[2:], "--max-steps", str(K)])  # after "python train.py"
+    return d, ended
 
 
-@pytest.mark.parametrize("name, status", [("SIGINT", 130), ("SIGTERM", 143), pytest.param(
-    "twice", 130, marks=pytest.mark.skipif(not IN_A_SAVE, reason=NO_SAVE_HOOK))])
-def test_a_signal_stops_training_at_the_end_of_the_dispatch(runs, name, status):
-    d, stopped, _ = runs
-    s = stopped[name]
-    assert s["status"] == status and s["stderr"].count("\n") == 1, s["stderr"]  # one line, no traceback
-    assert s["step"] % 10 == 0 and s["step"] >= (s["seen"] or 40)
-    if name == "twice":  # the second Ctrl-C, during the save, changed nothing
-        assert s["step"] == 40
-    assert s["latest"] == [s["step"]] and s["evaluated"] == s["step"]
+@pytest.mark.parametrize("name", CASES)
+def test_a_signal_stops_training_at_the_end_of_the_dispatch_it_came_in(runs, name):
+    d, ended = runs
+    env, max_steps, status, step, handled = CASES[name]
+    s = ended[name]
+    assert s["status"] == status, s["stderr"]
+    assert s["handled"] == handled  # every signal sent arrived, the second Ctrl-C during latest/40's save
+    assert s["latest"] == [step] and s["evaluated"] == step  # evaluated and saved where it stopped
+    if name == "last dispatch":  # the run finished: no line, nothing to continue
+        assert s["stderr"] == "" and "step" not in s
+        return
+    assert s["stderr"].count("\n") == 1, s["stderr"]  # one line, no traceback
+    assert s["step"] == step == env["AT"] + 10  # the end of the dispatch the signal came in
     python, script, *argv = shlex.split(s["command"])  # the flags given, without -i, and --resume
-    assert python == "python"
-    assert script == (str(d / "driver.py") if name == "twice" else TRAIN)
-    given = ["-o", str(d / name), *RUN, "--max-steps", "1000" if name == "twice" else "-1", "--resume"]
+    assert python == "python" and script == TRAIN
+    given = ["-o", str(d / name), *RUN, "--max-steps", str(max_steps), "--resume"]
     assert vars(cli.train_parser().parse_args(argv)) == vars(cli.train_parser().parse_args(given))
+    if name == "SIGINT" and not IN_A_SAVE:  # after the assertions of one Ctrl-C
+        pytest.skip(f"one Ctrl-C checked, not a second during the save: {NO_SAVE_HOOK}")
 
 
 def test_the_printed_command_ends_the_run_as_if_never_stopped(runs):
-    d, stopped, k = runs
+    d, ended = runs
     whole = inference.load(d / "whole", which="latest").state
-    assert int(whole.step) == k
-    for name in stopped:
+    assert int(whole.step) == K
+    for name in ended:  # "last dispatch" was never stopped: it is the same run too
         state = inference.load(d / name, which="latest").state
-        assert int(state.step) == k
+        assert int(state.step) == K
         for a, b in zip(jax.tree.leaves((whole.params, whole.opt_state, whole.rng)),
-                        jax.tree.leaves((state.params, state.opt_state, state.rng))):
+                        jax.tree.leaves((state.params, state.opt_state, state.rng)), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

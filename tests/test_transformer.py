@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.config import base_config
+from helpers import fresh_state
+from mmjax.config import base_config, get_config
+from mmjax.input_pipeline import Vocab
 from mmjax.models import create_model
 from mmjax.models.transformer import Transformer
 
@@ -14,11 +16,12 @@ V, T = 27, 16
 
 @pytest.fixture(scope="module")
 def params():
-    return jax.jit(Transformer(V, T).init)(jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))["params"]
+    """The parameters train.py starts from at configs/transformer.py's sizes on names.txt's vocabulary (the
+    state test_models.py's initial loss starts from too: a process that runs both compiles it once)."""
+    return fresh_state(get_config("transformer"), Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1)).params
 
 
 def test_parameters_match_makemore_tensors(params):
-    shapes = {"/".join(k.key for k in path): leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
     C = 64
     expected = {"wte/embedding": (V, C), "wpe/embedding": (T, C), "ln_f/scale": (C,), "ln_f/bias": (C,),
                 "lm_head/kernel": (C, V)}  # no lm_head bias
@@ -29,8 +32,12 @@ def test_parameters_match_makemore_tensors(params):
             f"h_{i}/attn/c_proj/kernel": (C, C), f"h_{i}/attn/c_proj/bias": (C,),
             f"h_{i}/mlp/c_fc/kernel": (C, 4 * C), f"h_{i}/mlp/c_fc/bias": (4 * C,),
             f"h_{i}/mlp/c_proj/kernel": (4 * C, C), f"h_{i}/mlp/c_proj/bias": (C,)})
-    assert shapes == expected
-    assert sum(math.prod(s) for s in shapes.values()) == 204_544
+    # the module's own defaults (their shapes traced: nothing compiled), and the config's model that train.py builds
+    module = jax.eval_shape(Transformer(V, T).init, jax.random.PRNGKey(0), jnp.zeros((1, T), jnp.int32))["params"]
+    for tree in (module, params):
+        shapes = {"/".join(k.key for k in path): leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+        assert shapes == expected
+        assert sum(math.prod(s) for s in shapes.values()) == 204_544
 
 
 def test_initialisation_follows_pytorch_defaults(params):

@@ -3,55 +3,71 @@
 import functools
 import json
 import math
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_words
+from conftest import write_words
 from helpers import fresh_state, names_batch
+from mmjax import cli
 from mmjax.config import get_config
 from mmjax.input_pipeline import Vocab
 from mmjax.models import create_model
 from mmjax.losses import loss_fn
 from mmjax.steps import evaluate
 
-V, T = 27, 12
+V, T = 27, 16  # names.txt's vocabulary and block size, as test_models.py's states at the configs' sizes
+VOCAB = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1)
 LECTURE_MODELS = ("bigram_counts", "mlp_bn", "wavenet")
 BATCHNORM_MODELS = ("mlp_bn", "wavenet")
+# One program per model and shape for every test of the file, not one per operation or per test.
+LOSS = jax.jit(loss_fn, static_argnames="train")
 
 
 def lecture_config(name):
     return get_config(name)
 
 
+def batch(seed, batch_size=16):
+    return names_batch(seed, batch_size=batch_size, block_size=T)
+
+
+@functools.cache
+def initial_state(name):
+    """A fresh train state of the config's model, initialised from seed 0."""
+    return fresh_state(lecture_config(name), VOCAB, seed=0)
+
+
+@functools.cache
+def forward(name):
+    """The model's forward pass (running statistics), jitted."""
+    return jax.jit(create_model(lecture_config(name), V, T).apply)
+
+
 @functools.cache
 def fitted_model(name):
     """(model, variables) away from their initial values: counts fitted, or a few BatchNorm updates
-    so that the running statistics are neither 0 nor 1. Jitted: one program, not one per operation."""
-    model = create_model(lecture_config(name), V, T)
-    x_bt, y_bt = names_batch(0)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x_bt)
+    so that the running statistics are neither 0 nor 1."""
+    model, state = create_model(lecture_config(name), V, T), initial_state(name)
     if hasattr(model, "fit"):
-        return model, {"params": model.fit(x_bt, y_bt)}
-    update = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))
-    for seed in range(3):
-        _, updates = update(variables, names_batch(seed)[0])
-        variables = {**variables, **updates}
-    return model, variables
+        return model, {"params": jax.jit(model.fit)(*batch(0))}
+    for seed in range(3):  # the training pass: the statistics of the batch's real positions
+        state = state.replace(batch_stats=LOSS(state.params, state, *batch(seed), train=True)[1])
+    return model, {"params": state.params, "batch_stats": state.batch_stats}
 
 
 @pytest.mark.parametrize("name, context", [("bigram_counts", 1), ("mlp_bn", 3), ("wavenet", 8)])
 def test_position_t_sees_exactly_the_last_context_tokens(name, context):
-    model, variables = fitted_model(name)
-    apply = jax.jit(model.apply)  # one program for the three calls, not one per operation
-    idx_bt = jax.random.randint(jax.random.PRNGKey(2), (2, T), 1, V - 1)
+    _, variables = fitted_model(name)
+    apply = forward(name)
+    idx_bt = np.random.default_rng(2).integers(1, V - 1, (16, T), dtype=np.int32)  # batch()'s shape: one program
     logits_btv = apply(variables, idx_bt)
     t = T - 1
-    oldest_seen, too_old = idx_bt.at[:, t - context + 1].add(1), idx_bt.at[:, :t - context + 1].add(1)
+    oldest_seen, too_old = idx_bt.copy(), idx_bt.copy()
+    oldest_seen[:, t - context + 1] += 1
+    too_old[:, :t - context + 1] += 1
     assert not np.allclose(apply(variables, oldest_seen)[:, t], logits_btv[:, t], atol=1e-4)
     np.testing.assert_array_equal(apply(variables, too_old)[:, t], logits_btv[:, t])
 
@@ -60,12 +76,10 @@ def test_position_t_sees_exactly_the_last_context_tokens(name, context):
 
 @pytest.mark.parametrize("name", LECTURE_MODELS)
 def test_initial_loss_is_near_uniform(name):
-    vocab = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1)
-    state = fresh_state(lecture_config(name), vocab, seed=0)
-    x_bt, y_bt = names_batch(3, batch_size=64)
-    loss = jax.jit(loss_fn, static_argnames="train")  # one program, not one per operation
+    state = initial_state(name)
+    x_bt, y_bt = batch(3, batch_size=64)
     for train in (False, True):  # running statistics, batch statistics
-        assert abs(float(loss(state.params, state, x_bt, y_bt, train)[0]) - math.log(V)) < 0.05
+        assert abs(float(LOSS(state.params, state, x_bt, y_bt, train=train)[0]) - math.log(V)) < 0.05
 
 
 def test_parameter_counts_by_hand():
@@ -83,34 +97,32 @@ def test_parameter_counts_by_hand():
 
 @pytest.mark.parametrize("name", BATCHNORM_MODELS)
 def test_an_example_alone_gives_the_logits_it_has_in_a_batch(name):
-    model, variables = fitted_model(name)
-    forward = jax.jit(model.apply)
-    x_bt = names_batch(6)[0]
-    logits_btv = forward(variables, x_bt)
+    _, variables = fitted_model(name)
+    x_bt = batch(6)[0]
+    logits_btv = forward(name)(variables, x_bt)
     for b in (0, 7):
-        np.testing.assert_allclose(forward(variables, x_bt[b:b + 1])[0], logits_btv[b], atol=1e-5)
+        np.testing.assert_allclose(forward(name)(variables, x_bt[b:b + 1])[0], logits_btv[b], atol=1e-5)
 
 
 def batch_stats_after_a_step(state, x_bt, y_bt):
-    return loss_fn(state.params, state, x_bt, y_bt, train=True)[1]
+    return LOSS(state.params, state, x_bt, y_bt, train=True)[1]
 
 
 @pytest.mark.parametrize("name", BATCHNORM_MODELS)
 def test_a_training_step_updates_batch_stats_from_real_positions_only(name):
-    vocab = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), T - 1)
-    state = fresh_state(lecture_config(name), vocab, seed=0)
-    x_bt, y_bt = names_batch(7)
+    state = initial_state(name)
+    x_bt, y_bt = batch(7)
     stats = batch_stats_after_a_step(state, x_bt, y_bt)
     assert not jax.tree.all(jax.tree.map(np.allclose, stats, state.batch_stats))
     # five more padding positions after every word: the same statistics
-    more_padding = batch_stats_after_a_step(state, jnp.pad(x_bt, ((0, 0), (0, 5))),
-                                            jnp.pad(y_bt, ((0, 0), (0, 5)), constant_values=-1))
+    more_padding = batch_stats_after_a_step(state, np.pad(x_bt, ((0, 0), (0, 5))),
+                                            np.pad(y_bt, ((0, 0), (0, 5)), constant_values=-1))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), more_padding, stats)
     # momentum 0.9 towards the mean and (biased) variance of each layer's outputs at the positions
     # of the word's characters and its start (the last T outputs: earlier ones read only left padding)
-    _, captured = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, x_bt, train=True,
-                                 capture_intermediates=lambda module, _: module.name == "linear",
-                                 mutable=["batch_stats", "intermediates"])
+    capture = jax.jit(functools.partial(state.apply_fn, train=True, mutable=["batch_stats", "intermediates"],
+                                        capture_intermediates=lambda module, _: module.name == "linear"))
+    _, captured = capture({"params": state.params, "batch_stats": state.batch_stats}, x_bt)
     real_bt = np.asarray(y_bt != -1)
     for layer, outputs in captured["intermediates"].items():
         h_nc = np.asarray(outputs["linear"]["__call__"][0])[:, -T:][real_bt]
@@ -138,15 +150,25 @@ def test_bigram_counts_test_loss_is_the_smoothed_estimate():
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
-def test_bigram_counts_trains_and_samples_from_the_command_line(tmp_path):
-    run = lambda script, *argv: subprocess.run([sys.executable, str(ROOT / script), *map(str, argv)],
-                                               capture_output=True, text=True, timeout=300)
+def command(main, argv, capsys):
+    """(exit status, stdout, stderr) of the command's own entry (cli.train_command, cli.sample_command) run in
+    this process on `argv`, as train.py and sample.py run it (nothing here needs a process of its own)."""
+    capsys.readouterr()
+    try:
+        main([str(a) for a in argv])
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    return (status, *capsys.readouterr())
+
+
+def test_bigram_counts_trains_and_samples_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "out"
-    trained = run("train.py", "-i", write_words(tmp_path / "words.txt"), "-o", out, "--type", "bigram_counts",
-                  "--no-progress")
-    assert trained.returncode == 0, trained.stderr
+    status, _, err = command(cli.train_command, ["-i", write_words(tmp_path / "words.txt"), "-o", out, "--type",
+                                                 "bigram_counts", "--no-progress"], capsys)
+    assert status == 0, err
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 1] and metrics[1]["test_loss"] < math.log(9)
-    sampled = run("sample.py", "-o", out, "-n", "20")
-    assert sampled.returncode == 0, sampled.stderr
-    assert "samples that are new:" in sampled.stdout
+    status, sampled, err = command(cli.sample_command, ["-o", out, "-n", "20"], capsys)
+    assert status == 0, err
+    assert "samples that are new:" in sampled
