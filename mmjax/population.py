@@ -102,7 +102,7 @@ def create_states(config, vocab, configs):
 @functools.cache
 def vmapped(initialiser):
     """The compiled initialisation of a stack of states (one per initialiser: reused by every run)."""
-    return jax.jit(jax.vmap(initialiser))
+    return state.compile_initialisation(jax.vmap(initialiser))
 
 
 def initial_best(states):
