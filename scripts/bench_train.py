@@ -69,7 +69,7 @@ def mmjax_timer(model_type, dataset, steps, sizes, one_device=False, dropout=Non
     return run
 
 
-def torch_timer(model_type, dataset, steps, loader, sizes, workers=4, compile_model=False):
+def torch_timer(model_type, dataset, steps, loader, sizes, workers=4, compile_backend=None):
     import torch
 
     from mmjax import torch_models
@@ -86,8 +86,8 @@ def torch_timer(model_type, dataset, steps, loader, sizes, workers=4, compile_mo
         optimizer.step()
         return loss
 
-    if compile_model:
-        step = torch.compile(step)
+    if compile_backend:
+        step = torch.compile(step, backend=compile_backend)
 
     def run():
         start = time.perf_counter()
@@ -105,7 +105,8 @@ def main():
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds; medians are reported")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: few steps, one round, tiny models, no DataLoader workers")
+                        help="a smoke run: few steps, one round, tiny models, no DataLoader workers, torch.compile "
+                             "through dynamo's eager backend (inductor's first build of the kernels takes 40 s)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--dropout", type=float,
                         help="also time mmjax at this dropout rate (mmjax_dropout_ms, and its cost over none)")
@@ -140,7 +141,7 @@ def main():
                                                              workers=0 if args.quick else 4)
             if model_type == "transformer" and not args.no_compile:
                 timers["torch_compile"] = torch_timer(model_type, dataset, steps, "makemore", sizes,
-                                                       compile_model=True)
+                                                      compile_backend="eager" if args.quick else "inductor")
         times = {name: [] for name in timers}
         for _ in range(rounds):
             for name, run in timers.items():

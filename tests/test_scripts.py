@@ -18,7 +18,7 @@ def run_script(*argv):
 
 def test_bench_train_quick(names_file, tmp_path):
     """Each timer runs once, tiny: mmjax (and at dropout 0.1), makemore's loop fed by its DataLoader, on tensors,
-    torch.compile."""
+    torch.compile (--quick: dynamo's eager backend, not inductor's 40 s build)."""
     pytest.importorskip("torch")
     run_script("scripts/bench_train.py", "-i", names_file, "--quick", "--types", "transformer", "--dropout", 0.1,
                "--json", tmp_path / "bench.json")
