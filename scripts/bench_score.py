@@ -24,7 +24,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench_sample import median_time  # noqa: E402  (scripts/ is on the path when a script runs)
-from mmjax import cli  # noqa: E402
+from mmjax import devices  # noqa: E402
 
 PARAMS = 204_544  # the default Transformer's
 CONSTRAINTS = [dict(suffix="lyn"), dict(prefix="ma"), dict(contains="ri"), dict(min_length=5, max_length=7),
@@ -60,7 +60,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    cli.one_cpu_device_per_core()  # as mmjax-score and sample.py
+    devices.one_cpu_device_per_core()  # as mmjax-score and sample.py
     import jax
 
     from mmjax import inference, scoring

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 from helpers import SMALL, compiled_count, fresh_state, small_config
-from mmjax import cli, steps
+from mmjax import cli, inference, steps
 from mmjax.input_pipeline import Dataset, read_words
 from mmjax.losses import cross_entropy, loss_fn
 from mmjax.workdir import WorkDir
@@ -95,3 +95,19 @@ def test_mixed_precision_keeps_float32_parameters_and_a_close_loss(words_file):
     assert losses["bfloat16"] != losses["float32"] and abs(losses["bfloat16"] - losses["float32"]) < 0.02
     state, _ = steps.train_steps(state, x_nt, y_nt, num_steps=3, batch_size=8, compute_dtype="bfloat16")
     assert {str(leaf.dtype) for leaf in jax.tree.leaves((state.params, state.opt_state))} == {"float32", "int32"}
+
+
+def test_compute_dtype_through_the_command(words_file, tmp_path):
+    """train.py --compute-dtype bfloat16: the run records it, its steps compute in bfloat16 (its losses are not
+    the float32 run's, but near them) and it keeps float32 parameters."""
+    mlp = ["-i", words_file, "--type", "mlp", "--n-embd", 16, "--n-embd2", 16, "--max-steps", 10, "--eval-every", 10,
+           "--log-every", 10, "--sample-every", 0, "--no-progress"]
+    for dtype in ("float32", "bfloat16"):
+        cli.train_command([str(a) for a in [*mlp, "-o", tmp_path / dtype, "--compute-dtype", dtype]])
+    runs = {dtype: WorkDir(tmp_path / dtype) for dtype in ("float32", "bfloat16")}
+    assert runs["bfloat16"].load_config().compute_dtype == "bfloat16"
+    losses = {dtype: [m["loss"] for m in run.metrics() if "loss" in m] for dtype, run in runs.items()}
+    assert len(losses["float32"]) == len(losses["bfloat16"]) == 1
+    assert losses["bfloat16"] != losses["float32"] and abs(losses["bfloat16"][0] - losses["float32"][0]) < 0.05
+    params = inference.load(tmp_path / "bfloat16", which="latest").state.params
+    assert {str(leaf.dtype) for leaf in jax.tree.leaves(params)} == {"float32"}
