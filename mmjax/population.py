@@ -93,16 +93,19 @@ def with_hyperparams(configs, opt_state, rates):
 
 
 def create_states(config, vocab, configs):
-    """The members' fresh states, stacked: create_train_state vmapped over their keys."""
-    keys_k = jnp.stack([jax.random.PRNGKey(c.seed) for c in configs])
-    states = vmapped(state.initialiser_of(config, vocab))(keys_k)
+    """The members' fresh states, stacked on the host: each is its standalone run's, made by the same compiled
+    initialisation (one call per key), so a population compiles no initialisation of its own and every
+    member starts exactly where its standalone run starts."""
+    initialise = state.compiled_initialiser(state.initialiser_of(config, vocab))
+    member_states = jax.device_get([initialise(jax.random.PRNGKey(c.seed)) for c in configs])
+    states = jax.tree.map(lambda *leaves: np.stack(leaves), *member_states)
     return states.replace(opt_state=with_member_hyperparams(states.opt_state, configs))
 
 
-@functools.cache
-def vmapped(initialiser):
-    """The compiled initialisation of a stack of states (one per initialiser: reused by every run)."""
-    return state.compile_initialisation(jax.vmap(initialiser))
+def abstract_states(config, vocab, size):
+    """The shapes and dtypes of `size` stacked states (nothing is computed)."""
+    stacked = lambda leaf: jax.ShapeDtypeStruct((size, *leaf.shape), leaf.dtype, weak_type=leaf.weak_type)
+    return jax.tree.map(stacked, state.abstract_train_state(config, vocab))
 
 
 def initial_best(states):
@@ -202,7 +205,7 @@ class Mixture:
 def abstract_checkpoint(config, vocab):
     """The shapes and dtypes of a population's checkpoint, to restore it (no initialisation is computed)."""
     configs = member_configs(config)
-    states = jax.eval_shape(lambda: create_states(config, vocab, configs))
+    states = abstract_states(config, vocab, len(configs))
     checkpoint = {"state": states, "best": jax.eval_shape(initial_best, states)}
     if config.pbt:  # the members' dropout rates, which the exploits change
         checkpoint["dropout"] = jax.ShapeDtypeStruct((len(configs),), jnp.float32)
