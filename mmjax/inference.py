@@ -3,7 +3,7 @@
 import types
 from typing import Any, NamedTuple
 
-import jax.numpy as jnp
+import numpy as np
 
 from mmjax import optimizers, population, sampling, state
 from mmjax.errors import UserError
@@ -43,7 +43,7 @@ def load(workdir, member=None, ensemble=False, which="best"):
     best = restored["best"]
     if ensemble:
         return Run(config, dataset, population.Mixture(model), types.SimpleNamespace(**best))
-    member = int(jnp.argmin(best["score"])) if member is None else member
+    member = int(np.argmin(best["score"])) if member is None else member
     return Run(configs[member], dataset, model, types.SimpleNamespace(**population.unstack(best, member), member=member))
 
 

@@ -222,5 +222,6 @@ def mesh(size):
 
 
 def unstack(tree, i):
-    """Member i's slice of a stacked tree."""
-    return jax.tree.map(lambda a: a[i], tree)
+    """Member i's slice of a stacked tree, as host (numpy) arrays; every process must call it at the same point
+    (steps.fetch). Sliced on the host: a slice of a device array compiles a program for each leaf's shape."""
+    return jax.tree.map(lambda a: a[i], steps.fetch(tree))

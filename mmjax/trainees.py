@@ -177,7 +177,8 @@ class Population:
     def hook_metrics(self, hooks, x_bt, y_bt):
         if not hooks:
             return [{} for _ in self.members]
-        members = [steps.fetch(population.unstack(self.state, i)) for i in range(len(self.members))]
+        states = steps.fetch(self.state)
+        members = [population.unstack(states, i) for i in range(len(self.members))]
         return [{k: v for hook in hooks for k, v in hook(member, x_bt, y_bt).items()} for member in members]
 
     def member_fields(self, i, hyperparams=True):
@@ -210,7 +211,7 @@ class Population:
     def sample_source(self):
         """The best member so far (lowest best score; before any evaluation, member 0), as its standalone run."""
         member = int(np.argmin(steps.fetch(self.best["score"])))
-        state = steps.fetch(population.unstack(optimizers.evaluated(self.state), member))
+        state = population.unstack(optimizers.evaluated(self.state), member)
         return self.model, state, self.members[member]
 
     def describe(self, i):

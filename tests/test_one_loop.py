@@ -49,7 +49,7 @@ def test_eval_hooks_see_each_member_and_the_schema_names_it(tmp_path, words):
         assert [sorted(m) for m in lines if "loss" in m] == [["loss", "member", "step"]] * 2
         evals = [m for m in lines if "test_loss" in m]
         assert [m["step"] for m in evals] == [10, 20]
-        final = jax.tree.map(lambda a: np.asarray(a[i]), states.params)
+        final = population.unstack(states.params, i)
         assert evals[-1]["norm"] == pytest.approx(sum(np.square(a).sum() for a in jax.tree.leaves(final)), rel=1e-6)
     assert {m["member"] for m in WorkDir(tmp_path / "pop").metrics() if "member" in m} == {0, 1}
     alone = small_config("mlp", **STEPS)

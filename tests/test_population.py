@@ -133,14 +133,14 @@ def test_a_member_is_the_standalone_run_of_its_seed_and_hyperparameters(runs, mo
     assert [m["step"] for m in ours] == [m["step"] for m in theirs] == [100, 200]
     for a, b in zip(ours, theirs):
         assert abs(a["test_loss"] - b["test_loss"]) < 1e-5 and abs(a["train_loss"] - b["train_loss"]) < 1e-5
-    member_params = jax.tree.map(lambda a: a[member], restored(population_run)["state"].params)
+    member_params = population.unstack(restored(population_run)["state"].params, member)
     alone_params = mmjax.inference.load(alone, which="latest").state.params
     ours, theirs = without_key_bias(model_type, member_params), without_key_bias(model_type, alone_params)
     assert ours.keys() == theirs.keys()
     for path in ours:
         np.testing.assert_allclose(ours[path], theirs[path], atol=1e-4, rtol=0, err_msg=str(path))
     # and its BatchNorm statistics (mlp_bn's; the others have none)
-    member_stats = jax.tree.map(lambda a: a[member], restored(population_run)["state"].batch_stats)
+    member_stats = population.unstack(restored(population_run)["state"].batch_stats, member)
     alone_stats = mmjax.inference.load(alone, which="latest").state.batch_stats
     assert jax.tree.structure(member_stats) == jax.tree.structure(alone_stats)
     assert bool(jax.tree.leaves(alone_stats)) == (model_type == "mlp_bn")
