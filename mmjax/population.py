@@ -221,7 +221,14 @@ def mesh(size):
     return jax.make_mesh((devices,), ("pop",), (jax.sharding.AxisType.Auto,), devices=jax.devices()[:devices])
 
 
+@jax.jit
+def member_slice(tree, i):
+    """Member i's slice of every leaf, in one compiled program per tree (i traced): sliced one leaf at a time, a
+    device array compiles a program for each leaf's shape."""
+    return jax.tree.map(lambda a: a[i], tree)
+
+
 def unstack(tree, i):
-    """Member i's slice of a stacked tree, as host (numpy) arrays; every process must call it at the same point
-    (steps.fetch). Sliced on the host: a slice of a device array compiles a program for each leaf's shape."""
-    return jax.tree.map(lambda a: a[i], steps.fetch(tree))
+    """Member i's slice of a stacked tree, as host (numpy) arrays: only that member's arrays leave the devices.
+    Every process must call it at the same point (steps.fetch)."""
+    return steps.fetch(member_slice(tree, i))

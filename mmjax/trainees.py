@@ -177,8 +177,7 @@ class Population:
     def hook_metrics(self, hooks, x_bt, y_bt):
         if not hooks:
             return [{} for _ in self.members]
-        states = steps.fetch(self.state)
-        members = [population.unstack(states, i) for i in range(len(self.members))]
+        members = [population.unstack(self.state, i) for i in range(len(self.members))]
         return [{k: v for hook in hooks for k, v in hook(member, x_bt, y_bt).items()} for member in members]
 
     def member_fields(self, i, hyperparams=True):
