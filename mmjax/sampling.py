@@ -83,17 +83,20 @@ def local_mesh(size, axis):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "options", "mesh", "compute_dtype"))
-def sample_chunk(model, variables, key, first, count, prefix_p, *, rows, chunk, options, mesh=None,
+def sample_chunk(model, variables, seed, first, count, prefix_p, *, rows, chunk, options, mesh=None,
                  compute_dtype="float32"):
     """Samples first .. first + count - 1 (count <= chunk) on `rows` rows: tokens (chunk, block_size - 1),
     each the word then STOPs (rows past count stay STOP), and the number of decode steps run.
 
-    Sample i draws its token at position t from a hash of (key, i, t) only (gumbel_noise), so it
+    Sample i draws its token at position t from a hash of (seed, i, t) only (gumbel_noise), so it
     is the same whatever the batch, the chunk, the device or the order in which rows finish. `prefix_p`
     is forced first. With a `mesh` (axis "rows", dividing rows and chunk), each device runs its share of
     the rows on its own consecutive share of the samples, with no communication, and the steps are per device.
     The parameters stay as given (float32); the matrix products run at `compute_dtype`'s precision
     (mmjax/precision.py: "float32", the default, is true float32 on a GPU too)."""
+    # `seed`: a uint32 (seed_word); its key is made here, as jax.random.PRNGKey(seed) makes it outside (where it
+    # is a few operations run one by one, each compiled at every start: about 0.08 s)
+    key = jax.random.PRNGKey(seed)
     with precision.matmuls(compute_dtype):
         return sharded_decode(model, variables, key, first, count, prefix_p, rows, chunk, options, mesh)
 
@@ -146,6 +149,11 @@ def decode_loop(model, variables, key, first, count, prefix_p, rows, chunk, opti
     return loop[6], loop[0]
 
 
+def seed_word(seed):
+    """An integer seed as sample_chunk takes it: modulo 2**32, as jax.random.PRNGKey keeps it (without x64)."""
+    return np.uint32(seed % 2**32)
+
+
 def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), options=SampleOptions(), first=0,
            compute_dtype="float32"):
     """Samples first .. first + num_samples - 1 as numpy (tokens, lengths), `batch_size` rows at a time;
@@ -156,12 +164,12 @@ def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), opti
     devices = 1 if mesh is None else mesh.size
     if mesh is not None:
         variables = jax.device_put(variables, NamedSharding(mesh, P()))
-    key, prefix_p = jax.random.PRNGKey(seed), jnp.asarray(prefix, jnp.int32)
+    prefix_p = jnp.asarray(prefix, jnp.int32)
     call = dict(rows=rows, chunk=-(-per_call // devices) * devices, options=options, mesh=mesh,
                 compute_dtype=compute_dtype)
     # every chunk is dispatched before the first is read: the devices run while the host copies
     counts = [min(per_call, first + num_samples - start) for start in range(first, first + num_samples, per_call)]
-    chunks = [sample_chunk(model, variables, key, first + i * per_call, count, prefix_p, **call)[0]
+    chunks = [sample_chunk(model, variables, seed_word(seed), first + i * per_call, count, prefix_p, **call)[0]
               for i, count in enumerate(counts)]
     tokens = np.concatenate([tokens_nt[:count] for tokens_nt, count in zip(jax.device_get(chunks), counts)])
     return tokens, (tokens != STOP).sum(axis=1)

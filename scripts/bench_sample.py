@@ -63,7 +63,7 @@ def bench_mmjax(model, variables, batch, names, repeats):
         assert names <= batch * sampling.NAMES_PER_ROW  # one call of the sampler, as sample() makes it
         call = dict(rows=batch, chunk=names, options=sampling.SampleOptions())
         runs["one"] = lambda seed: jax.device_get(sampling.sample_chunk(
-            model, variables, jax.random.PRNGKey(seed), 0, names, jnp.zeros((0,), jnp.int32), **call)[0])
+            model, variables, sampling.seed_word(seed), 0, names, jnp.zeros((0,), jnp.int32), **call)[0])
     start = time.perf_counter()
     runs["devices"](0)
     compile_s = time.perf_counter() - start

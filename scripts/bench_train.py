@@ -136,11 +136,11 @@ def main():
         if args.dropout is not None:
             timers["mmjax_dropout"] = mmjax_timer(model_type, dataset, steps, sizes, dropout=args.dropout)
         if have_torch:
+            workers = 0 if args.quick else 4  # --quick: no worker processes (each one spawned imports jax again)
             for loader in ("makemore", "tensors"):
-                timers[f"torch_{loader}"] = torch_timer(model_type, dataset, steps, loader, sizes,
-                                                             workers=0 if args.quick else 4)
+                timers[f"torch_{loader}"] = torch_timer(model_type, dataset, steps, loader, sizes, workers)
             if model_type == "transformer" and not args.no_compile:
-                timers["torch_compile"] = torch_timer(model_type, dataset, steps, "makemore", sizes,
+                timers["torch_compile"] = torch_timer(model_type, dataset, steps, "makemore", sizes, workers,
                                                       compile_backend="eager" if args.quick else "inductor")
         times = {name: [] for name in timers}
         for _ in range(rounds):

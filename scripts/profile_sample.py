@@ -51,7 +51,7 @@ def main():
     model, variables = load_model(args.work_dir)
     options = sampling.SampleOptions()
     call = dict(rows=args.batch, chunk=args.names, options=options)
-    arguments = (model, variables, jax.random.PRNGKey(0), 0, args.names, jnp.zeros((0,), jnp.int32))
+    arguments = (model, variables, sampling.seed_word(0), 0, args.names, jnp.zeros((0,), jnp.int32))
     hlo = sampling.sample_chunk.lower(*arguments, **call).compile().as_text()
     if args.hlo:
         pathlib.Path(args.hlo).write_text(hlo)

@@ -52,7 +52,7 @@ def test_every_product_of_training_evaluation_and_sampling_is_float32_at_highest
         "train": steps.train_steps.lower(state, x_bt, y_bt, num_steps=1, batch_size=8),
         "eval": steps.eval_step.lower(state, x_bt, y_bt),
         "population": steps.population_train_steps.lower(states, x_bt, y_bt, num_steps=1, batch_size=8),
-        "sampling": sampling.sample_chunk.lower(model, {"params": state.params}, jax.random.PRNGKey(0), 0, 8,
+        "sampling": sampling.sample_chunk.lower(model, {"params": state.params}, sampling.seed_word(0), 0, 8,
                                                 jnp.zeros((0,), jnp.int32), rows=4, chunk=8,
                                                 options=sampling.SampleOptions()),
         "scoring": scoring.surprisal_kernel.lower(model, {"params": state.params}, x_bt, jnp.full((8,), 3)),

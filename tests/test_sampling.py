@@ -13,7 +13,7 @@ from mmjax.errors import UserError
 from mmjax.input_pipeline import STOP, Dataset, Vocab
 from mmjax.models import create_model
 from mmjax.sampling import (SampleOptions, filter_logits, gumbel_noise, report, sample, sample_chunk,
-                            sample_words)
+                            sample_words, seed_word)
 
 VOCAB = Vocab(tuple("abcdefgh"), 7)
 
@@ -50,6 +50,13 @@ def test_same_seed_same_samples_whatever_the_batching(transformer):
     assert not np.array_equal(sample(model, variables, seed=2, num_samples=24)[0], tokens)
 
 
+@pytest.mark.parametrize("seed", [0, 3407, 2**31 + 5, 2**32 + 7, -1])
+def test_the_compiled_sampler_makes_the_key_that_prngkey_makes_of_the_seed(seed):
+    """sample_chunk makes its key from seed_word(seed) inside the program: the key jax.random.PRNGKey(seed)
+    makes on the host, for seeds past 32 bits and negative ones too (as the samples were before)."""
+    np.testing.assert_array_equal(jax.jit(jax.random.PRNGKey)(seed_word(seed)), jax.random.PRNGKey(seed))
+
+
 def test_refilled_rows_give_the_same_names_whatever_the_batch(transformer):
     """Batch 1000 refills each row with later samples; batch 1 runs them one after another."""
     model, variables = transformer
@@ -76,7 +83,7 @@ def refill_schedule_steps(steps_n, rows):
 @pytest.mark.parametrize("rows", [1, 7, 64])
 def test_the_sampler_stops_once_every_row_has_ended(transformer, rows):
     model, variables = transformer
-    tokens_nt, steps = sample_chunk(model, variables, jax.random.PRNGKey(9), 0, 300, jnp.zeros((0,), jnp.int32),
+    tokens_nt, steps = sample_chunk(model, variables, seed_word(9), 0, 300, jnp.zeros((0,), jnp.int32),
                                     rows=rows, chunk=320, options=SampleOptions())
     tokens_nt = np.asarray(tokens_nt)
     assert (tokens_nt[300:] == STOP).all()
