@@ -13,6 +13,7 @@ import tempfile
 import pytest
 
 from conftest import ROOT, write_words
+from helpers import run_command
 from mmjax import cli
 from mmjax.config import base_config
 from mmjax.input_pipeline import Dataset
@@ -128,6 +129,16 @@ def test_sample_refuses_a_damaged_or_mismatched_work_dir(files, capsys, damage, 
         before = tree_digest(run)
         assert message.format(run=run) in fails(capsys, ["-o", run], sample=True)
         assert tree_digest(run) == before
+
+
+def test_the_sample_command_refuses_a_misfit_in_one_line_to_its_exit(files):
+    """As a process: nothing follows the line at exit (a restore that orbax began and abandoned would print
+    its unfinished reads' tracebacks as the interpreter ends, which the in-process test above cannot see)."""
+    with copy_of_run(files) as run:
+        edit_json(run / "config.json", n_embd=32)
+        status, out, err = run_command("sample.py", "-o", run)
+        assert status == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith(f"error: checkpoint {run}/checkpoints/best/20 does not fit config.json"), err
 
 
 def test_resume_refuses_a_damaged_latest_checkpoint(files, capsys):

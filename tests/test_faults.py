@@ -114,22 +114,22 @@ def test_one_run_per_work_dir_and_sampling_while_it_trains(words_file, tmp_path,
         assert_refused(refused(capsys, ["-o", run, "--resume", "--no-progress"]),
                        f"{run} is in use: another train.py (process {trainer.pid}) trains in it")
         assert_refused(refused(capsys, ["-i", words_file, "-o", run, *TINY]), "already holds a run")
-        # The race made to happen: the first read waits, after listing its step (as it checks the step's files),
+        # The race made to happen: the first read waits, after listing its step and reading its metadata,
         # until the trainer has replaced that checkpoint (latest keeps one), then reads its arrays.
-        check_files, waited = checkpoints.check_files, []
+        shapes, waited = checkpoints.check_shapes, []
 
-        def replaced_meanwhile(directory):
+        def replaced_meanwhile(directory, *args):
             if not waited:
                 step = int(directory.name)
                 while directory.exists():
                     assert trainer.poll() is None and time.monotonic() < deadline
                     time.sleep(0.01)
                 waited.append(step)
-            return check_files(directory)
-        monkeypatch.setattr(checkpoints, "check_files", replaced_meanwhile)
+            return shapes(directory, *args)
+        monkeypatch.setattr(checkpoints, "check_shapes", replaced_meanwhile)
         failed_reads.clear()
         raced = inference.load(run, which="latest")
-        monkeypatch.setattr(checkpoints, "check_files", check_files)
+        monkeypatch.setattr(checkpoints, "check_shapes", shapes)
         assert failed_reads and {which for which, _ in failed_reads} == {"latest"}, failed_reads  # read again
         assert int(raced.state.step) > waited[0]  # the checkpoint that replaced it
         steps = set()
