@@ -164,12 +164,12 @@ def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), opti
     devices = 1 if mesh is None else mesh.size
     if mesh is not None:
         variables = jax.device_put(variables, NamedSharding(mesh, P()))
-    prefix_p = jnp.asarray(prefix, jnp.int32)
+    seed_u32, prefix_p = jnp.asarray(seed_word(seed)), jnp.asarray(prefix, jnp.int32)
     call = dict(rows=rows, chunk=-(-per_call // devices) * devices, options=options, mesh=mesh,
                 compute_dtype=compute_dtype)
     # every chunk is dispatched before the first is read: the devices run while the host copies
     counts = [min(per_call, first + num_samples - start) for start in range(first, first + num_samples, per_call)]
-    chunks = [sample_chunk(model, variables, seed_word(seed), first + i * per_call, count, prefix_p, **call)[0]
+    chunks = [sample_chunk(model, variables, seed_u32, first + i * per_call, count, prefix_p, **call)[0]
               for i, count in enumerate(counts)]
     tokens = np.concatenate([tokens_nt[:count] for tokens_nt, count in zip(jax.device_get(chunks), counts)])
     return tokens, (tokens != STOP).sum(axis=1)
