@@ -136,15 +136,15 @@ def score_main(args, whole_process=False):
 def train_command(argv=None, prog=None):
     """The command line; `argv` None: the process's own (sys.argv), as train.py and mmjax-train call it."""
     try:
-        run(functools.partial(train_main, whole_process=argv is None), train_parser(prog), argv)
+        run(functools.partial(train_main, whole_process=argv is None), train_parser(prog), argv, argv is None)
     except KeyboardInterrupt:  # Ctrl-C outside training (which stops at a step instead): nothing to save
         print("interrupted", file=sys.stderr)
         sys.exit(130)
 
 
 def sample_command(argv=None, prog=None):
-    run(functools.partial(sample_main, whole_process=argv is None), sample_parser(prog), argv)
+    run(functools.partial(sample_main, whole_process=argv is None), sample_parser(prog), argv, argv is None)
 
 
 def score_command(argv=None, prog=None):
-    run(functools.partial(score_main, whole_process=argv is None), score_parser(prog), argv)
+    run(functools.partial(score_main, whole_process=argv is None), score_parser(prog), argv, argv is None)

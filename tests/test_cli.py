@@ -1,6 +1,7 @@
 """train.py and sample.py as a user runs them: in subprocesses, and, where a process adds nothing to what is
 checked, their command lines in this process."""
 
+import cProfile
 import json
 import os
 import struct
@@ -13,7 +14,7 @@ import pytest
 import mmjax
 from conftest import ROOT, write_words
 from helpers import SMALL, assert_refused, command, run_command, train
-from mmjax import cli, input_pipeline
+from mmjax import cli, errors, input_pipeline
 from mmjax.workdir import WorkDir
 
 # the other files' dispatch of 10 steps (the same compiled programs); no samples while training (none are read)
@@ -67,6 +68,35 @@ def test_sample_is_reproducible_and_reports_three_groups(trained, capsys):
     assert first.stdout != in_process(capsys, cli.sample_command, "-o", workdir, "-n", 30, "--seed", 8)
     counts = [int(line.split()[0]) for line in first.stdout.splitlines() if "samples that are" in line]
     assert len(counts) == 3 and sum(counts) == 30
+
+
+def test_a_command_ends_without_teardown_as_an_exit_would(trained):
+    """The commands end with os._exit once done (errors.exit_now): the process's threads still finish, its exit
+    handlers run and its buffered output comes out, in that order, with the command's exit status."""
+    _, workdir, _ = trained
+    code = ("import atexit, sys, threading, time; from mmjax import cli; "
+            "atexit.register(lambda: print('exit handler ran')); sys.stdout.write('buffered; '); "
+            "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start(); cli.sample_command()")
+    result = subprocess.run([sys.executable, "-c", code, "-o", str(workdir), "-n", "0"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert result.stderr == "error: sampling num_samples must be 1 or more, got 0: pass a value in that range\n"
+    assert result.stdout == "buffered; thread done\nexit handler ran\n"
+
+
+def test_a_profiled_command_returns_to_its_profiler(monkeypatch, capsys):
+    """Under cProfile (which writes its file after the script) the command exits as Python does, by SystemExit,
+    not by errors.exit_now's os._exit."""
+    monkeypatch.setattr(sys, "argv", ["sample.py", "--no-such-flag"])
+    monkeypatch.setattr(errors, "exit_now", lambda status: pytest.fail(f"exit_now({status}) under a profiler"))
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        with pytest.raises(SystemExit) as exit:
+            cli.sample_command()
+    finally:
+        profile.disable()
+    assert exit.value.code == 2 and capsys.readouterr().err.startswith("error: unrecognized arguments: --no-such-flag")
 
 
 def test_sample_only_uses_the_work_dir(trained, capsys):

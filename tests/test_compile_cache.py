@@ -14,17 +14,16 @@ from mmjax import inference
 # train.py counting the compilation cache's hits and the programs it compiled (jax.monitoring's events: a
 # program read from the cache is also timed as a backend compilation)
 DRIVER = """
-import jax.monitoring, sys
+import atexit, jax.monitoring, sys
 counts = {"hits": 0, "compiled": 0}
 events = {"/jax/compilation_cache/cache_hits": "hits", "/jax/core/compile/backend_compile_duration": "compiled"}
 count = lambda event, *args, **kwargs: counts.__setitem__(events[event], counts[events[event]] + 1) if event in events else None
 jax.monitoring.register_event_listener(count)
 jax.monitoring.register_event_duration_secs_listener(count)
+atexit.register(lambda: print("counts", counts["hits"], counts["compiled"] - counts["hits"]))  # the command ends by
+# os._exit, after these
 from mmjax import cli
-try:
-    cli.train_command()
-finally:
-    print("counts", counts["hits"], counts["compiled"] - counts["hits"])
+cli.train_command()
 """
 RUN = ["--type", "bigram", "--max-steps", 20, "--eval-every", 10, "--log-every", 10, "--no-progress"]
 

@@ -38,7 +38,8 @@ def test_unique_new_gives_n_distinct_names_none_in_the_data(run_dir, tmp_path):
     """Through the command (sample.py's one line, then the device count it ran on: one CPU device per core,
     splitting the rows), compared with this process's sampler on one device."""
     out = tmp_path / "names.txt"
-    sample_py = "from mmjax import cli; cli.sample_command(); import jax; print(jax.local_device_count())"
+    sample_py = ("import atexit, jax; from mmjax import cli; atexit.register(lambda: print(jax.local_device_count())); "
+                 "cli.sample_command()")  # the command ends by os._exit, after its exit handlers
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     result = subprocess.run([sys.executable, "-c", sample_py, "-o", str(run_dir), "-n", "300", "--unique", "--new",
                              "--seed", "3", "--out", str(out)], capture_output=True, text=True, timeout=300, env=env)

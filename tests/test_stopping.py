@@ -34,7 +34,7 @@ NO_SAVE_HOOK = "this orbax has no orbax.checkpoint.path.atomicity.AtomicRenameTe
 # checkpoint's save. It prints each call of the handler (mmjax.stopping.Signals._record): the signal, and the
 # checkpoint being finalized when it ran (None: none was).
 DRIVER = """
-import os, re, runpy, signal, sys
+import atexit, os, re, runpy, signal, sys
 from mmjax import steps, stopping
 
 signum, at, again = getattr(signal, os.environ["SIGNAL"]), int(os.environ["AT"]), os.environ.get("AGAIN_IN_SAVE")
@@ -64,10 +64,8 @@ if again:
             finalizing.pop()
     atomicity.AtomicRenameTemporaryPath.finalize = pressing_finalize
 sys.argv[0] = {train!r}
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-finally:
-    print("handled", handled, flush=True)
+atexit.register(lambda: print("handled", handled, flush=True))  # the command ends by os._exit, after these
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 # name -> (the driver's environment, --max-steps, the exit status, the step it stops at, the handler's calls)
