@@ -27,29 +27,57 @@ def train_step(state, x_nt, y_nt, batch_size, value_and_grad=losses.value_and_gr
     return state.apply_gradients(grads=grads).replace(rng=rng, batch_stats=batch_stats), loss
 
 
-@functools.partial(jax.jit, static_argnames=("num_steps", "batch_size", "value_and_grad", "compute_dtype",
-                                             "batch_sharding"), donate_argnames=("state",))
+MAX_DISPATCH = 1000  # steps per call at most: the count is traced, so one program serves every dispatch length
+
+
+def repeat(step, state, num_steps, loss_shape=()):
+    """`step(state) -> (state, loss)` run `num_steps` times (traced) in one loop; the state and the losses in a
+    (MAX_DISPATCH, *loss_shape) buffer: each step's, then zeros (a step past MAX_DISPATCH keeps no loss)."""
+
+    def body(i, carry):
+        state, losses = carry
+        state, loss = step(state)
+        return state, losses.at[i].set(loss)
+
+    return jax.lax.fori_loop(0, num_steps, body, (state, jnp.zeros((MAX_DISPATCH, *loss_shape), jnp.float32)))
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "value_and_grad", "compute_dtype", "batch_sharding"),
+                   donate_argnames=("state",))
 def train_steps(state, x_nt, y_nt, dropout=None, *, num_steps, batch_size, value_and_grad=losses.value_and_grad,
                 compute_dtype="float32", batch_sharding=None):
-    """`num_steps` train steps in one dispatch; returns the new state and each step's loss."""
+    """`num_steps` (traced, at most MAX_DISPATCH) train steps in one dispatch; returns the new state and the
+    losses, (MAX_DISPATCH,): each step's first (run_steps takes any number of steps, and keeps theirs)."""
     step = functools.partial(train_step, x_nt=x_nt, y_nt=y_nt, batch_size=batch_size, value_and_grad=value_and_grad,
                              compute_dtype=compute_dtype, batch_sharding=batch_sharding, dropout=dropout)
-    return jax.lax.scan(lambda s, _: step(s), state, length=num_steps)
+    return repeat(step, state, num_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("num_steps", "batch_size", "value_and_grad", "compute_dtype",
-                                             "spmd_axis", "members"), donate_argnames=("states",))
+@functools.partial(jax.jit, static_argnames=("batch_size", "value_and_grad", "compute_dtype", "spmd_axis", "members"),
+                   donate_argnames=("states",))
 def population_train_steps(states, x_nt, y_nt, dropout_k=None, *, num_steps, batch_size,
                            value_and_grad=losses.value_and_grad, compute_dtype="float32", spmd_axis=None,
                            members="vmap"):
-    """`num_steps` steps of every member in one dispatch: train_step vmapped over the members
-    (`members="map"`: jax.lax.map, one member after the other in the same program), each with its dropout
-    rate (dropout_k; None: no dropout); returns the new states and the losses (num_steps, members)."""
+    """`num_steps` (traced, at most MAX_DISPATCH) steps of every member in one dispatch: train_step vmapped over the
+    members (`members="map"`: jax.lax.map, one member after the other in the same program), each with its dropout
+    rate (dropout_k; None: no dropout); returns the new states and the losses (MAX_DISPATCH, members)."""
     step = lambda state, dropout: train_step(state, x_nt, y_nt, batch_size, value_and_grad, compute_dtype,
                                              dropout=dropout)
     each = (jax.vmap(step, spmd_axis_name=spmd_axis) if members == "vmap"
             else lambda s, d: jax.lax.map(lambda member: step(*member), (s, d)))
-    return jax.lax.scan(lambda s, _: each(s, dropout_k), states, length=num_steps)
+    return repeat(lambda s: each(s, dropout_k), states, num_steps, states.step.shape)
+
+
+def run_steps(dispatch, state, num_steps):
+    """`dispatch(state, n) -> (state, losses buffer)` (train_steps or population_train_steps with their arguments)
+    for `num_steps` steps, MAX_DISPATCH at a time; the state and the host copy of each step's losses."""
+    calls = []
+    while num_steps > 0:
+        n = min(num_steps, MAX_DISPATCH)
+        state, losses = dispatch(state, n)
+        calls.append((losses, n))  # fetched after the last call: no wait between them
+        num_steps -= n
+    return state, np.concatenate([fetch(losses)[:n] for losses, n in calls])
 
 
 @functools.partial(jax.jit, static_argnames="compute_dtype")

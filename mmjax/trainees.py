@@ -74,12 +74,12 @@ class SingleModel:
             self.state = self.state.replace(step=1, params=self.fit(*self.train_words))
             self.step = 1
             return np.array([[steps.evaluate(self.state, *self.train_words, self.config.eval_batch_size)]])
-        self.state, losses_s = steps.train_steps(
-            self.state, *self.train_words, self.dropout, num_steps=num_steps, batch_size=self.config.batch_size,
+        self.state, losses_s = steps.run_steps(lambda state, n: steps.train_steps(
+            state, *self.train_words, self.dropout, num_steps=n, batch_size=self.config.batch_size,
             value_and_grad=self.value_and_grad, compute_dtype=self.config.compute_dtype,
-            batch_sharding=self.batch_sharding)
+            batch_sharding=self.batch_sharding), self.state, num_steps)
         self.step += num_steps
-        return np.asarray(jax.device_get(losses_s))[:, None]
+        return losses_s[:, None]
 
     def evaluate(self, eval_sets):
         """Each set's loss, (1,) each; and the ensemble's ({}: none)."""
@@ -159,11 +159,12 @@ class Population:
 
     def train(self, num_steps):
         """The losses of `num_steps` steps: (num_steps, members)."""
-        self.state, losses_sk = steps.population_train_steps(
-            self.state, *self.train_words, self.dropout_k, num_steps=num_steps, batch_size=self.config.batch_size,
-            value_and_grad=self.value_and_grad, compute_dtype=self.config.compute_dtype, spmd_axis=self.spmd_axis)
+        self.state, losses_sk = steps.run_steps(lambda states, n: steps.population_train_steps(
+            states, *self.train_words, self.dropout_k, num_steps=n, batch_size=self.config.batch_size,
+            value_and_grad=self.value_and_grad, compute_dtype=self.config.compute_dtype, spmd_axis=self.spmd_axis),
+            self.state, num_steps)
         self.step += num_steps
-        return steps.fetch(losses_sk)
+        return losses_sk
 
     def evaluate(self, eval_sets):
         """Each set's loss per member, (members,) each; and the ensemble's, {"ensemble_NAME": loss}."""

@@ -35,9 +35,32 @@ def test_loss_falls_on_a_small_file(words_file):
     before = steps.evaluate(state, x_nt, y_nt, 500)
     state, losses = steps.train_steps(state, x_nt, y_nt, num_steps=300, batch_size=32)
     after = steps.evaluate(state, x_nt, y_nt, 500)
-    assert losses.shape == (300,) and int(state.step) == 300
+    # the losses' buffer: each of the 300 steps' (traced count), then nothing
+    assert losses.shape == (steps.MAX_DISPATCH,) and int(state.step) == 300
+    assert (losses[:300] > 1).all() and not losses[300:].any()
     # words of 2..7 uniform letters from 8: the best possible loss is about 1.9
     assert before > 2.2 and after < before - 0.2
+
+
+def test_a_dispatch_longer_than_one_call_is_the_same_steps_in_short_ones(words_file):
+    """run_steps: 1,005 steps (--log-every 1005) are MAX_DISPATCH then 5 in two calls of one program; the same
+    state and every step's loss as 201 dispatches of 5, bit for bit."""
+    dataset = Dataset.from_words(read_words(words_file), seed=0)
+    config = small_config("bigram", learning_rate=0.05)  # the cheapest step: 1,005 of them in about a second
+    x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
+    dispatch = lambda state, n: steps.train_steps(state, x_nt, y_nt, num_steps=n, batch_size=32)
+    before = compiled_count(steps.train_steps)
+    long, long_losses = steps.run_steps(dispatch, fresh_state(config, dataset.vocab), 1005)
+    state, short_losses = fresh_state(config, dataset.vocab), []
+    for _ in range(201):
+        state, losses = steps.run_steps(dispatch, state, 5)
+        short_losses.append(losses)
+    assert compiled_count(steps.train_steps) == before + 1 and int(long.step) == 1005 == int(state.step)
+    np.testing.assert_array_equal(long_losses, np.concatenate(short_losses))
+    # it learnt: from the zero table's uniform loss over the 9 tokens (2.197) to about 2.11
+    assert long_losses.shape == (1005,) and long_losses[0] == pytest.approx(math.log(9), abs=1e-6)
+    assert long_losses[-100:].mean() < math.log(9) - 0.07
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(long), jax.device_get(state))
 
 
 def test_checkpoint_round_trip(tmp_path, words_file):
@@ -78,8 +101,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, words_file):
 
 def test_a_run_compiles_its_train_and_eval_steps_once(tmp_path, words_file):
     before = compiled_count(steps.train_steps), compiled_count(steps.eval_step)
-    # n_embd 24: a shape no other test compiles; 6 dispatches and 3 evaluations of two sets
-    run_train("-i", words_file, "-o", tmp_path / "run", *SMALL, "--n-embd", 24, "--max-steps", 300,
+    # n_embd 24: a shape no other test compiles; 6 dispatches of 50 steps and a last of 20 (one program: the
+    # count is traced), and 4 evaluations of two sets
+    run_train("-i", words_file, "-o", tmp_path / "run", *SMALL, "--n-embd", 24, "--max-steps", 320,
               "--log-every", 50, "--eval-every", 100)
     assert (compiled_count(steps.train_steps), compiled_count(steps.eval_step)) == (before[0] + 1, before[1] + 1)
 
