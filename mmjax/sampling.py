@@ -25,30 +25,41 @@ DRAWS_PER_NAME = 100  # --unique/--new give up after this many draws per name as
 CONSTRAINED_DRAWS_PER_NAME = 1000  # ... and with a Constraint's filter: acceptance rates down to 0.1% work
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["temperature", "top_k", "top_p"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
-    """How each token is chosen. Frozen, hence hashable: the compiled sampler takes it as one static
-    argument (a new value compiles once more)."""
+    """How each token is chosen. A pytree of scalars: the compiled sampler takes them as traced values, so one
+    program serves every temperature, top-k and top-p (`sample` gives them fixed dtypes)."""
 
     temperature: float = 1.0  # 0 is greedy
     top_k: int = -1  # keep the k most likely tokens (-1: all)
     top_p: float = 1.0  # keep the smallest set of most likely tokens whose probability reaches p
 
+    def typed(self):
+        """The options as float32, int32 and float32 scalars: the same avals whatever the caller passed."""
+        return SampleOptions(np.float32(self.temperature), np.int32(self.top_k), np.float32(self.top_p))
+
 
 def filter_logits(logits_nv, options):
-    """Logits scaled by 1/temperature, -inf outside the top-k and outside the nucleus of mass top_p."""
+    """Logits scaled by 1/temperature, -inf outside the top-k and outside the nucleus of mass top_p. The options
+    may be traced: each filter is a `lax.cond`, which runs only where it applies."""
     logits_nv = logits_nv / options.temperature
-    if options.top_k > 0:
-        kth_n1 = jax.lax.top_k(logits_nv, options.top_k)[0][:, -1:]
-        logits_nv = jnp.where(logits_nv < kth_n1, -jnp.inf, logits_nv)
-    if options.top_p < 1.0:
+
+    def top_k(logits_nv):
+        k = jnp.clip(options.top_k, 1, logits_nv.shape[-1])  # traced: the k-th largest from a sort, not lax.top_k
+        kth_n1 = jax.lax.dynamic_slice_in_dim(-jnp.sort(-logits_nv, axis=-1), k - 1, 1, axis=-1)
+        return jnp.where(logits_nv < kth_n1, -jnp.inf, logits_nv)
+
+    def nucleus(logits_nv):
         # keep the most likely tokens until their mass reaches top_p: a token stays if the mass
         # of the tokens strictly more likely than it is still below top_p
         sorted_nv = jnp.sort(logits_nv, axis=-1)[:, ::-1]
         mass_before_nv = jnp.cumsum(jax.nn.softmax(sorted_nv), axis=-1) - jax.nn.softmax(sorted_nv)
         cutoff_n1 = jnp.min(jnp.where(mass_before_nv < options.top_p, sorted_nv, jnp.inf), axis=-1, keepdims=True)
-        logits_nv = jnp.where(logits_nv < cutoff_n1, -jnp.inf, logits_nv)
-    return logits_nv
+        return jnp.where(logits_nv < cutoff_n1, -jnp.inf, logits_nv)
+
+    logits_nv = jax.lax.cond(options.top_k > 0, top_k, lambda logits_nv: logits_nv, logits_nv)
+    return jax.lax.cond(options.top_p < 1.0, nucleus, lambda logits_nv: logits_nv, logits_nv)
 
 
 def gumbel_noise(key_words, index_n, pos_n, vocab_size):
@@ -67,10 +78,12 @@ def gumbel_noise(key_words, index_n, pos_n, vocab_size):
 def choose(key_words, index_n, pos_n, logits_nv, options):
     """One token per row: the argmax at temperature 0, else a draw from the filtered softmax (the
     argmax of the logits plus Gumbel noise, as jax.random.categorical draws)."""
-    if options.temperature == 0:
-        return jnp.argmax(logits_nv, axis=-1).astype(jnp.int32)
+
+    greedy = options.temperature == 0  # traced: both computed (a cond per token costs more than the draw)
+    options = dataclasses.replace(options, temperature=jnp.where(greedy, 1.0, options.temperature))
     noise_nv = gumbel_noise(key_words, index_n, pos_n, logits_nv.shape[1])
-    return jnp.argmax(filter_logits(logits_nv, options) + noise_nv, axis=-1).astype(jnp.int32)
+    drawn_n = jnp.argmax(filter_logits(logits_nv, options) + noise_nv, axis=-1)
+    return jnp.where(greedy, jnp.argmax(logits_nv, axis=-1), drawn_n).astype(jnp.int32)
 
 
 def local_mesh(size, axis):
@@ -82,7 +95,7 @@ def local_mesh(size, axis):
                          devices=jax.local_devices()[:devices])
 
 
-@functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "options", "mesh", "compute_dtype"))
+@functools.partial(jax.jit, static_argnames=("model", "rows", "chunk", "mesh", "compute_dtype"))
 def sample_chunk(model, variables, seed, first, count, prefix_p, *, rows, chunk, options, mesh=None,
                  compute_dtype="float32"):
     """Samples first .. first + count - 1 (count <= chunk) on `rows` rows: tokens (chunk, block_size - 1),
@@ -90,7 +103,8 @@ def sample_chunk(model, variables, seed, first, count, prefix_p, *, rows, chunk,
 
     Sample i draws its token at position t from a hash of (seed, i, t) only (gumbel_noise), so it
     is the same whatever the batch, the chunk, the device or the order in which rows finish. `prefix_p`
-    is forced first. With a `mesh` (axis "rows", dividing rows and chunk), each device runs its share of
+    (its letters, then STOPs to any length) is forced first; `options` (SampleOptions) are traced, as are the
+    prefix's length, `first` and `count`: a new value compiles nothing. With a `mesh` (axis "rows", dividing rows and chunk), each device runs its share of
     the rows on its own consecutive share of the samples, with no communication, and the steps are per device.
     The parameters stay as given (float32); the matrix products run at `compute_dtype`'s precision
     (mmjax/precision.py: "float32", the default, is true float32 on a GPU too)."""
@@ -107,7 +121,7 @@ def sharded_decode(model, variables, key, first, count, prefix_p, rows, chunk, o
         return decode_loop(model, variables, key, first, count, prefix_p, rows, chunk, options)
     share = chunk // mesh.size
 
-    def on_device(variables, key, first, count, prefix_p):
+    def on_device(variables, key, first, count, prefix_p, options):
         start = share * jax.lax.axis_index("rows")
         tokens_nt, steps = decode_loop(model, variables, key, first + start, jnp.clip(count - start, 0, share),
                                        prefix_p, rows // mesh.size, share, options)
@@ -115,7 +129,7 @@ def sharded_decode(model, variables, key, first, count, prefix_p, rows, chunk, o
 
     # check_vma off: the loop's carry starts device-invariant and becomes device-varying
     return jax.shard_map(on_device, mesh=mesh, in_specs=P(), out_specs=P("rows"), check_vma=False)(
-        variables, key, first, count, prefix_p)
+        variables, key, first, count, prefix_p, options)
 
 
 def decode_loop(model, variables, key, first, count, prefix_p, rows, chunk, options):
@@ -127,8 +141,9 @@ def decode_loop(model, variables, key, first, count, prefix_p, rows, chunk, opti
         steps, next_index, carry, token_b, pos_b, index_b, tokens_nt = loop
         logits_bv, carry = model.apply(variables, carry, token_b, pos_b, method="decode_step")
         next_b = choose(key_words, index_b, pos_b, logits_bv, options)
-        if prefix_p.shape[0]:
-            next_b = jnp.where(pos_b < prefix_p.shape[0], prefix_p[jnp.minimum(pos_b, prefix_p.shape[0] - 1)], next_b)
+        if prefix_p.shape[0]:  # its letters, then STOPs (a traced length: one program for every prefix)
+            prefix_len = jnp.sum(prefix_p != STOP)
+            next_b = jnp.where(pos_b < prefix_len, prefix_p[jnp.minimum(pos_b, prefix_p.shape[0] - 1)], next_b)
         live_b = index_b < end
         tokens_nt = tokens_nt.at[jnp.where(live_b, index_b - first, chunk), pos_b].set(next_b, mode="drop")
         # a finished row takes the next sample index (in row order), or idles once there is none
@@ -164,8 +179,10 @@ def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), opti
     devices = 1 if mesh is None else mesh.size
     if mesh is not None:
         variables = jax.device_put(variables, NamedSharding(mesh, P()))
-    seed_u32, prefix_p = jnp.asarray(seed_word(seed)), jnp.asarray(prefix, jnp.int32)
-    call = dict(rows=rows, chunk=-(-per_call // devices) * devices, options=options, mesh=mesh,
+    padded = np.full(model.block_size - 1, STOP, np.int32)  # the prefix, padded: its length traced
+    padded[:len(prefix)] = prefix
+    seed_u32, prefix_p = jnp.asarray(seed_word(seed)), jnp.asarray(padded)
+    call = dict(rows=rows, chunk=-(-per_call // devices) * devices, options=options.typed(), mesh=mesh,
                 compute_dtype=compute_dtype)
     # every chunk is dispatched before the first is read: the devices run while the host copies
     counts = [min(per_call, first + num_samples - start) for start in range(first, first + num_samples, per_call)]

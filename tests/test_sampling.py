@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from helpers import compiled_count
 from mmjax.config import base_config
 from mmjax.errors import UserError
 from mmjax.input_pipeline import STOP, Dataset, Vocab
@@ -173,6 +174,21 @@ def test_prefix_is_respected(transformer):
     np.testing.assert_array_equal(greedy, greedy_by_full_forward(model, variables, prefix=[8, 1, 7]))
     with pytest.raises(UserError, match="'z'"):
         sample_words(model, variables, VOCAB, seed=5, num_samples=1, prefix="haz")
+
+
+def test_one_compiled_sampler_serves_every_option_and_prefix(transformer):
+    """The options and the prefix's length are traced: sampling with other values compiles nothing new, and
+    the samples are those of each value (greedy: argmax decoding; a prefix: forced; top-k 1: greedy too)."""
+    model, variables = transformer
+    sample(model, variables, seed=6, num_samples=9)  # rows 9: a shape no other test samples at
+    before = compiled_count(sample_chunk)
+    greedy = np.tile(greedy_by_full_forward(model, variables), (9, 1))
+    np.testing.assert_array_equal(sample(model, variables, 6, 9, options=SampleOptions(0.0))[0], greedy)
+    np.testing.assert_array_equal(sample(model, variables, 6, 9, options=SampleOptions(top_k=1))[0], greedy)
+    words = sample_words(model, variables, VOCAB, 6, 9, prefix="hag", options=SampleOptions(0.7, 3, 0.9))
+    assert all(w.startswith("hag") for w in words)
+    assert {w[:1] for w in sample_words(model, variables, VOCAB, 6, 9, prefix="e")} == {"e"}
+    assert compiled_count(sample_chunk) == before
 
 
 def test_top_k_keeps_the_k_largest_and_top_p_the_smallest_set_reaching_p():
