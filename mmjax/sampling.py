@@ -169,11 +169,16 @@ def seed_word(seed):
     return np.uint32(seed % 2**32)
 
 
+def power_of_two_at_least(n):
+    return 1 << max(n - 1, 0).bit_length()
+
+
 def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), options=SampleOptions(), first=0,
            compute_dtype="float32"):
     """Samples first .. first + num_samples - 1 as numpy (tokens, lengths), `batch_size` rows at a time;
-    `compute_dtype` sets the precision of the matrix products (sample_chunk)."""
-    rows = min(batch_size, num_samples)
+    `compute_dtype` sets the precision of the matrix products (sample_chunk). Rows and the chunk are rounded up
+    to a power of two (the rows past the samples idle): -n 9 to 16 share one compiled sampler."""
+    rows = min(batch_size, power_of_two_at_least(num_samples))
     per_call = min(num_samples, rows * NAMES_PER_ROW)
     mesh = local_mesh(rows, "rows")
     devices = 1 if mesh is None else mesh.size
@@ -182,7 +187,8 @@ def sample(model, variables, seed, num_samples, batch_size=1000, prefix=(), opti
     padded = np.full(model.block_size - 1, STOP, np.int32)  # the prefix, padded: its length traced
     padded[:len(prefix)] = prefix
     seed_u32, prefix_p = jnp.asarray(seed_word(seed)), jnp.asarray(padded)
-    call = dict(rows=rows, chunk=-(-per_call // devices) * devices, options=options.typed(), mesh=mesh,
+    chunk = min(power_of_two_at_least(per_call), rows * NAMES_PER_ROW)
+    call = dict(rows=rows, chunk=-(-chunk // devices) * devices, options=options.typed(), mesh=mesh,
                 compute_dtype=compute_dtype)
     # every chunk is dispatched before the first is read: the devices run while the host copies
     counts = [min(per_call, first + num_samples - start) for start in range(first, first + num_samples, per_call)]

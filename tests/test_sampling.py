@@ -180,7 +180,7 @@ def test_one_compiled_sampler_serves_every_option_and_prefix(transformer):
     """The options and the prefix's length are traced: sampling with other values compiles nothing new, and
     the samples are those of each value (greedy: argmax decoding; a prefix: forced; top-k 1: greedy too)."""
     model, variables = transformer
-    sample(model, variables, seed=6, num_samples=9)  # rows 9: a shape no other test samples at
+    sample(model, variables, seed=6, num_samples=9)
     before = compiled_count(sample_chunk)
     greedy = np.tile(greedy_by_full_forward(model, variables), (9, 1))
     np.testing.assert_array_equal(sample(model, variables, 6, 9, options=SampleOptions(0.0))[0], greedy)
@@ -188,6 +188,17 @@ def test_one_compiled_sampler_serves_every_option_and_prefix(transformer):
     words = sample_words(model, variables, VOCAB, 6, 9, prefix="hag", options=SampleOptions(0.7, 3, 0.9))
     assert all(w.startswith("hag") for w in words)
     assert {w[:1] for w in sample_words(model, variables, VOCAB, 6, 9, prefix="e")} == {"e"}
+    assert compiled_count(sample_chunk) == before
+
+
+def test_sample_counts_up_to_a_power_of_two_share_one_compiled_sampler(transformer):
+    """Rows and the chunk are rounded up to a power of two, the rows past the samples idle: -n 9 to 16 are one
+    program, and each count's samples are the first of the larger count's."""
+    model, variables = transformer
+    tokens = sample(model, variables, seed=3, num_samples=16)[0]
+    before = compiled_count(sample_chunk)
+    for num_samples in (9, 12, 15):
+        np.testing.assert_array_equal(sample(model, variables, 3, num_samples)[0], tokens[:num_samples])
     assert compiled_count(sample_chunk) == before
 
 
