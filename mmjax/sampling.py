@@ -104,8 +104,9 @@ def sample_chunk(model, variables, seed, first, count, prefix_p, *, rows, chunk,
     Sample i draws its token at position t from a hash of (seed, i, t) only (gumbel_noise), so it
     is the same whatever the batch, the chunk, the device or the order in which rows finish. `prefix_p`
     (its letters, then STOPs to any length) is forced first; `options` (SampleOptions) are traced, as are the
-    prefix's length, `first` and `count`: a new value compiles nothing. With a `mesh` (axis "rows", dividing rows and chunk), each device runs its share of
-    the rows on its own consecutive share of the samples, with no communication, and the steps are per device.
+    prefix's length, `first` and `count`: a new value compiles nothing. With a `mesh` (axis "rows", dividing rows
+    and chunk), each device runs its share of the rows on its own consecutive share of the samples, with no
+    communication, and the steps are per device.
     The parameters stay as given (float32); the matrix products run at `compute_dtype`'s precision
     (mmjax/precision.py: "float32", the default, is true float32 on a GPU too)."""
     # `seed`: a uint32 (seed_word); its key is made here, as jax.random.PRNGKey(seed) makes it outside (where it
