@@ -55,8 +55,8 @@ def train_main(args, whole_process=False):
     workdir = WorkDir(args.work_dir, read_only=args.sample_only)
     config = resolve_config(args, workdir)
     peers = (args.coordinator, args.num_processes, args.process_id, args.join_timeout) if args.distributed else None
-    devices.setup(args.device, peers, whole_process=whole_process,
-                  cpu_device_per_core=whole_process and (args.sample_only or population.is_population(config)))
+    splits = population.is_population(config) or (args.sample_only and splits_rows(config.num_samples))
+    devices.setup(args.device, peers, whole_process=whole_process, cpu_device_per_core=whole_process and splits)
     if args.input_file and (args.resume or args.sample_only):  # makemore's habit: accepted if they are the
         workdir.check_input(args.input_file, args.encoding)      # run's words, and not used
     if args.sample_only:
@@ -72,8 +72,11 @@ def train_main(args, whole_process=False):
 
 def sample_main(args, whole_process=False):
     """`whole_process`: as for train_main."""
-    devices.setup(cpu_device_per_core=whole_process, whole_process=whole_process)
     options, workdir = sample_options(args), WorkDir(args.work_dir, read_only=True)
+    filtered = any(options[k] not in (None, "") for k in sampling.FILTERS)
+    plain = args.most_likely is None and not (args.unique or args.new or filtered)
+    splits = not plain or splits_rows(options["num_samples"] or workdir.load_config().num_samples, args.batch_size)
+    devices.setup(cpu_device_per_core=whole_process and splits, whole_process=whole_process)
     if args.most_likely is None:
         words = print_samples(workdir, **options)
     else:
@@ -83,6 +86,13 @@ def sample_main(args, whole_process=False):
             pathlib.Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
         except OSError as e:
             raise UserError(f"cannot write --out {args.out} ({e.strerror}): pass a writable path") from None
+
+
+def splits_rows(num_samples, batch_size=1000):
+    """Whether sampling `num_samples` decodes more than sampling.MIN_ROWS rows, which split over a CPU device per
+    core. Fewer run on one device, in the program that printed the samples while training: the compilation
+    cache's, as it is keyed by the process's device count too."""
+    return min(num_samples, batch_size) > sampling.MIN_ROWS
 
 
 def print_samples(workdir, member=None, ensemble=False, **options):

@@ -29,8 +29,9 @@ def sample_line(model, state, config, vocab, step, num_samples=10):
     randomness is untouched) from host copies of the parameters (process 0 samples alone)."""
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     options = sampling.SampleOptions(config.temperature, config.top_k, config.top_p)
-    words = sampling.sample_words(model, variables, vocab, config.seed + step, num_samples, batch_size=num_samples,
-                                  options=options)
+    # sample.py's batch and precision: `sample.py -n 10` after training runs the program compiled here
+    words = sampling.sample_words(model, variables, vocab, config.seed + step, num_samples, options=options,
+                                  compute_dtype=config.compute_dtype)
     return f"step {step} | samples: {', '.join(words)}"
 
 

@@ -8,6 +8,8 @@ Each round: makemore.py's `--max-steps 100` (torch, makemore's DataLoader with 4
 `train.py -o NEW --max-steps 100` cold (a fresh MMJAX_CACHE: no compilation cache, no derived names) and
 warm (the same cache, another new work dir); `sample.py -o RUN -n 10` first after that training and again;
 makemore's `--sample-only` (its model.pt, 50 samples, batch 50, the whole prefix recomputed per token).
+`sample.py -o RUN -n 10` first after a run that printed samples (`--sample-every` its last step; the training
+not timed, a fresh cache), which compiled the sampler sample.py then reads back.
 `--makemore train|sample DIR` is one such PyTorch process (what the rounds start).
 """
 
@@ -93,6 +95,12 @@ def main():
     names = input_pipeline.default_words_path(tmp / "names")  # the embedded names, for makemore too
     me, steps = pathlib.Path(__file__), ["--max-steps", args.steps, "--no-progress"]
     times = {}
+
+    def sample_after_sampling(r):
+        cache = {"MMJAX_CACHE": str(tmp / f"sampled_cache{r}")}
+        timed(["train.py", "-o", tmp / f"sampled{r}", *steps, "--sample-every", args.steps], cache)  # not timed
+        return timed(["sample.py", "-o", tmp / f"sampled{r}", "-n", 10], cache)
+
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "MMJAX"))}
     os.environ.clear()
     os.environ.update(clean)
@@ -109,6 +117,7 @@ def main():
                 "mmjax_sample_first": lambda: timed(["sample.py", "-o", tmp / f"warm{r}", "-n", 10], cache),
                 "mmjax_sample_again": lambda: timed(["sample.py", "-o", tmp / f"warm{r}", "-n", 10], cache),
                 "makemore_sample": lambda: timed([me, "--makemore", "sample", reference]),
+                "mmjax_sample_first_after_samples": lambda: sample_after_sampling(r),
             }
             for name, run in figures.items():
                 times.setdefault(name, []).append(run())

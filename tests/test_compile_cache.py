@@ -11,8 +11,8 @@ from conftest import write_words
 from helpers import command
 from mmjax import inference
 
-# train.py counting the compilation cache's hits and the programs it compiled (jax.monitoring's events: a
-# program read from the cache is also timed as a backend compilation)
+# train.py (or sample.py: `driver.py sample ...`) counting the compilation cache's hits and the programs it
+# compiled (jax.monitoring's events: a program read from the cache is also timed as a backend compilation)
 DRIVER = """
 import atexit, jax.monitoring, sys
 counts = {"hits": 0, "compiled": 0}
@@ -23,9 +23,11 @@ jax.monitoring.register_event_duration_secs_listener(count)
 atexit.register(lambda: print("counts", counts["hits"], counts["compiled"] - counts["hits"]))  # the command ends by
 # os._exit, after these
 from mmjax import cli
-cli.train_command()
+(cli.sample_command if sys.argv[1:2] == ["sample"] and sys.argv.pop(1) else cli.train_command)()
 """
-RUN = ["--type", "bigram", "--max-steps", 20, "--eval-every", 10, "--log-every", 10, "--no-progress"]
+# samples printed at step 10 and 20 (the program sample.py -n 10 runs)
+RUN = ["--type", "bigram", "--max-steps", 20, "--eval-every", 10, "--log-every", 10, "--sample-every", 10,
+       "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,8 @@ def runs(tmp_path_factory, faults):
     base = {"JAX_COMPILATION_CACHE_DIR": "", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # the bigram's
     # programs compile in milliseconds
 
-    def start(name, **env):
-        return command(str(driver), "-i", words, "-o", d / name, *RUN, env={**base, **env})
+    def start(name, *argv, **env):
+        return command(str(driver), *(argv or ["-i", words, "-o", d / name, *RUN]), env={**base, **env})
 
     def finish(process):
         out, err = process.communicate(timeout=300)
@@ -57,6 +59,7 @@ def runs(tmp_path_factory, faults):
     warm, unmakeable = start("warm", MMJAX_CACHE=str(d / "cache")), start("unmakeable",
                                                                           MMJAX_CACHE=str(d / "a_file" / "cache"))
     results["warm"], results["unmakeable"] = finish(warm), finish(unmakeable)
+    results["sample"] = finish(start("sample", "sample", "-o", d / "cold", "-n", 10, MMJAX_CACHE=str(d / "cache")))
     entries = sorted((d / "cache" / "xla").glob("*-cache"))
     for entry in entries:  # cut short, where the next run reads them (the keys depend on the cache's path)
         entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
@@ -86,6 +89,14 @@ def test_a_second_run_reads_its_programs_back(runs):
     status, hits, compiled, err = results["warm"]
     assert status == 0 and err == "" and hits == len(entries) and compiled == results["cold"][2] - len(entries)
     assert same_run(d, "warm")
+
+
+def test_sample_py_after_training_reads_back_the_sampler_that_printed_its_samples(runs):
+    """Up to 64 rows, sample.py runs one device (not a CPU device per core, which the cache's keys count): the
+    program the run compiled for its samples, read back, and nothing compiled."""
+    _, results, _ = runs
+    status, hits, compiled, err = results["sample"]
+    assert status == 0 and err == "" and hits >= 1 and compiled == 0, results["sample"]
 
 
 def test_without_the_cache_the_same_run_compiles_everything(runs):

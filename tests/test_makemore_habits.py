@@ -167,6 +167,9 @@ def test_samples_while_training_at_the_end_of_each_dispatch_that_passes_a_multip
     sampled = train_in_process(words, tmp_path / "sampled", "--sample-every", "15")  # shapes no other test has
     lines = [l for l in capsys.readouterr().out.splitlines() if "samples:" in l]
     assert compiled_count(sampling.sample_chunk) == before + 1  # compiled once for four lines
+    # sample.py after training (-n up to 64): the program that printed the lines, nothing compiled
+    cli.sample_command(["-o", str(tmp_path / "sampled"), "-n", "10"])
+    assert compiled_count(sampling.sample_chunk) == before + 1 and capsys.readouterr().out.count("\n") > 10
     # dispatches end at 10, 20, ...: 15 is passed at 20, 30 at 30, 45 at 50, 60 at 60
     assert [l.split(" | ")[0] for l in lines] == ["step 20", "step 30", "step 50", "step 60"]
     vocab = set("abcd")

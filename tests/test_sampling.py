@@ -192,14 +192,17 @@ def test_one_compiled_sampler_serves_every_option_and_prefix(transformer):
 
 
 def test_sample_counts_up_to_a_power_of_two_share_one_compiled_sampler(transformer):
-    """Rows and the chunk are rounded up to a power of two, the rows past the samples idle: -n 9 to 16 are one
-    program, and each count's samples are the first of the larger count's."""
+    """Rows and the chunk are rounded up to a power of two of at least MIN_ROWS (64), the rows past the samples
+    idle: -n 1 to 64 are one program, -n 65 to 128 another, and each count's samples are the first of the larger
+    count's."""
     model, variables = transformer
-    tokens = sample(model, variables, seed=3, num_samples=16)[0]
+    tokens = sample(model, variables, seed=3, num_samples=128)[0]
+    sixty_four = sample(model, variables, seed=3, num_samples=64)[0]
     before = compiled_count(sample_chunk)
-    for num_samples in (9, 12, 15):
+    for num_samples in (1, 10, 33, 65, 100):
         np.testing.assert_array_equal(sample(model, variables, 3, num_samples)[0], tokens[:num_samples])
     assert compiled_count(sample_chunk) == before
+    np.testing.assert_array_equal(sixty_four, tokens[:64])
 
 
 def test_top_k_keeps_the_k_largest_and_top_p_the_smallest_set_reaching_p():

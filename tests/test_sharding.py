@@ -67,9 +67,9 @@ state = workdir.checkpoints.restore(fresh_state(config, dataset.vocab))
 state = jax.device_put(state, trainees.data_parallel(config.batch_size)[0])
 assert jax.device_count() == len(state.params["lm_head"]["kernel"].sharding.device_set)
 save_params(sys.argv[2], state.params)
-assert jax.device_count() == 1 or sampling.local_mesh(40, "rows").size == jax.device_count()
+assert jax.device_count() == 1 or sampling.local_mesh(80, "rows").size == jax.device_count()
 model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
-np.save(sys.argv[2] + ".samples.npy", sampling.sample(model, {"params": state.params}, 3, 400, batch_size=40)[0])
+np.save(sys.argv[2] + ".samples.npy", sampling.sample(model, {"params": state.params}, 3, 400, batch_size=80)[0])
 """
 
 
@@ -124,7 +124,7 @@ def test_checkpoints_move_between_8_and_1_devices_and_sample_there_as_here(train
         for name in trained.files:
             np.testing.assert_array_equal(restored[name], trained[name], err_msg=name)
         run = inference.load(trained_on[saved_on], which="latest")
-        here = sampling.sample(run.model, {"params": run.state.params}, 3, 400, batch_size=40)[0]
+        here = sampling.sample(run.model, {"params": run.state.params}, 3, 400, batch_size=80)[0]
         np.testing.assert_array_equal(np.load(tmp_path / f"{saved_on}.npz.samples.npy"), here)
 
 
