@@ -37,13 +37,15 @@ cli.train_command()
 """
 
 
-# one process with two devices that trains two runs, one after the other: train.py's command line for the flags
-# before --then, and again for those after it (a process started once: not two jax starts)
+# a process that trains two runs, one after the other: train.py's command line for the flags before --then, and
+# again for those after it (a process started once: not two jax starts). With --distributed, the second run
+# keeps the first's connection to the other processes (jax joins them once a process).
 TWO_RUNS = """
 import sys
-from mmjax import cli
+from mmjax import cli, devices
 then = sys.argv.index("--then")
 cli.train_command(sys.argv[1:then])
+devices.join = lambda *peers: None
 cli.train_command(sys.argv[then + 1:])
 """
 
@@ -54,12 +56,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def hosts(d, name, words, *argv, driver=(), processes=2):
-    """`processes` train.py processes of one run in d / name, started together (Popen each)."""
+def hosts(d, name, words, *argv, driver=(), processes=2, then=None):
+    """`processes` train.py processes of one run in d / name, started together (Popen each); with `then`
+    (a name and its flags), each process then trains that run too (TWO_RUNS)."""
     peers = ["--distributed", "--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", processes]
-    script = str(d / "driver.py") if driver else "train.py"
-    return [command(script, *driver, "-i", words, "-o", d / name, *RUN, *argv, *peers, "--process-id", i,
-                    env=ONE_DEVICE) for i in range(processes)]
+    script = str(d / ("two_runs.py" if then else "driver.py")) if driver or then else "train.py"
+    runs = [(name, argv)] + ([(then[0], then[1:])] if then else [])
+    return [command(script, *driver, *[arg for k, (run, flags) in enumerate(runs) for arg in
+                                       [*["--then"] * k, "-i", words, "-o", d / run, *RUN, *flags, *peers,
+                                        "--process-id", i]], env=ONE_DEVICE) for i in range(processes)]
 
 
 def finish(processes, timeout=240):
@@ -68,8 +73,9 @@ def finish(processes, timeout=240):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two-process runs: uninterrupted, stopped by SIGTERM to process 1 then resumed, killed (-9) in process
-    1; a population of 4; and one process with two devices of the same run and population."""
+    """Two-process runs: uninterrupted then a population of 4 (in the same processes), stopped by SIGTERM to
+    process 1 then resumed, killed (-9) in process 1; and one process with two devices of the same run and
+    population."""
     d = tmp_path_factory.mktemp("distributed")
     words = write_words(d / "words.txt")
     (d / "driver.py").write_text("import numpy as np\n" + DRIVER)
@@ -81,13 +87,12 @@ def runs(tmp_path_factory):
     alone = command(str(d / "two_runs.py"), "-i", words, "-o", d / "alone", *RUN, "--then", "-i", words, "-o",
                     d / "population_alone", *RUN, *population,
                     env={**ONE_DEVICE, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    results["whole"] = finish(hosts(d, "whole", words))
+    results["whole"] = results["population"] = finish(hosts(d, "whole", words, then=("population", *population)))
     results["alone"] = results["population_alone"] = finish([alone])  # both runs' process
     results["stopped"] = finish(hosts(d, "stopped", words, driver=("SIGTERM", 10, 1)))
     results["killed"] = finish(hosts(d, "killed", words, driver=("SIGKILL", 30, 1)))
     killed_at = time.monotonic()
     results["resumed"] = finish(hosts(d, "stopped", words, "--resume"))
-    results["population"] = finish(hosts(d, "population", words, *population))
     return d, results, killed_at
 
 

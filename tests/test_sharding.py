@@ -113,7 +113,7 @@ def test_eight_devices_train_as_one(trained_on):
 
 def test_checkpoints_move_between_8_and_1_devices_and_sample_there_as_here(trained_on, tmp_path):
     """Restored on the other device count, the same parameters; and the samples drawn there (on 8 devices,
-    5 rows on each) are those of this process's one device."""
+    10 rows on each) are those of this process's one device."""
     restoring = {(saved_on, restored_on): python_on(restored_on, RESTORE, trained_on[saved_on],
                                                     tmp_path / f"{saved_on}.npz", wait=False)
                  for saved_on, restored_on in ((8, 1), (1, 8))}
