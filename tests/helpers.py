@@ -2,6 +2,7 @@
 encoded words, and fresh train states (the one place tests call create_train_state)."""
 
 import os
+import runpy
 import subprocess
 import sys
 import types
@@ -60,6 +61,20 @@ def run_command(script, *argv, env=None, timeout=300):
     process = command(script, *argv, env=env)
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
+
+
+def run_script(capsys, monkeypatch, script, *argv):
+    """scripts/SCRIPT ARGV run as a script (its __main__) in this process, for a script that needs no process of
+    its own (no device count, no signal): (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", [script, *map(str, argv)])
+    monkeypatch.setattr(sys, "path", [str(ROOT / "scripts"), *sys.path])  # its directory first, as python puts it
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(ROOT / "scripts" / script), run_name="__main__")
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    return (status, *capsys.readouterr())
 
 
 def assert_refused(result, message):

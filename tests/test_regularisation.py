@@ -7,7 +7,6 @@ import csv
 import dataclasses
 import io
 import json
-import runpy
 import sys
 
 import flax.linen as nn
@@ -18,7 +17,7 @@ import pytest
 
 import mmjax
 from conftest import ROOT, write_words
-from helpers import SMALL, assert_refused, small_config, train
+from helpers import SMALL, assert_refused, run_script, small_config, train
 from mmjax import optimizers, population, sampling, steps
 from mmjax import train as trainer
 from mmjax.state import create_train_state
@@ -264,17 +263,8 @@ def test_a_member_with_dropout_is_the_standalone_run_of_its_rate(runs):
 
 
 def record_table(capsys, monkeypatch, *argv):
-    """scripts/record_table.py ARGV run as a script (its __main__) in this process: (exit status, stdout,
-    stderr)."""
-    monkeypatch.setattr(sys, "argv", ["record_table.py", *map(str, argv)])
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the checkout first
-    capsys.readouterr()
-    try:
-        runpy.run_path(str(ROOT / "scripts" / "record_table.py"), run_name="__main__")
-        status = 0
-    except SystemExit as e:
-        status = e.code
-    return (status, *capsys.readouterr())
+    """scripts/record_table.py ARGV in this process: (exit status, stdout, stderr)."""
+    return run_script(capsys, monkeypatch, "record_table.py", *argv)
 
 
 def test_the_record_table_reads_test_where_validation_chose(runs, tmp_path, capsys, monkeypatch):
