@@ -68,7 +68,7 @@ def test_checkpoint_round_trip(tmp_path, words_file):
     config = small_config()
     state = fresh_state(config, dataset.vocab)
     x_nt, y_nt = map(jnp.asarray, dataset.vocab.encode_words(dataset.train_words))
-    state, _ = steps.train_steps(state, x_nt, y_nt, num_steps=5, batch_size=8)
+    state, _ = steps.train_steps(state, x_nt, y_nt, num_steps=5, batch_size=32)  # test_loss_falls's program
     workdir = WorkDir(tmp_path / "run")
     workdir.create(config, dataset)
     workdir.checkpoints.save(5, latest=state, best=state, score=1.0)
