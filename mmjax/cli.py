@@ -73,8 +73,7 @@ def train_main(args, whole_process=False):
 def sample_main(args, whole_process=False):
     """`whole_process`: as for train_main."""
     options, workdir = sample_options(args), WorkDir(args.work_dir, read_only=True)
-    filtered = any(options[k] not in (None, "") for k in sampling.FILTERS)
-    plain = args.most_likely is None and not (args.unique or args.new or filtered)
+    plain = args.most_likely is None and not (args.unique or args.new or filtered(options))
     splits = not plain or splits_rows(options["num_samples"] or workdir.load_config().num_samples, args.batch_size)
     devices.setup(cpu_device_per_core=whole_process and splits, whole_process=whole_process)
     if args.most_likely is None:
@@ -88,10 +87,15 @@ def sample_main(args, whole_process=False):
             raise UserError(f"cannot write --out {args.out} ({e.strerror}): pass a writable path") from None
 
 
+def filtered(options):
+    """Whether sampling options name a filter (a suffix, a regex, ...), which the sampler's stream is drawn through."""
+    return any(options.get(k) not in (None, "") for k in sampling.FILTERS)
+
+
 def splits_rows(num_samples, batch_size=1000):
     """Whether sampling `num_samples` decodes more than sampling.MIN_ROWS rows, which split over a CPU device per
-    core. Fewer run on one device, in the program that printed the samples while training: the compilation
-    cache's, as it is keyed by the process's device count too."""
+    core. Up to that, one device runs them, in the program that printed the samples while training: the
+    compilation cache's, whose keys count the process's devices too."""
     return min(num_samples, batch_size) > sampling.MIN_ROWS
 
 
@@ -103,9 +107,8 @@ def print_samples(workdir, member=None, ensemble=False, **options):
         return []
     words, draws = inference.draw(loaded, **options)
     print(sampling.report(words, loaded.dataset))
-    filtered = any(options.get(k) not in (None, "") for k in sampling.FILTERS)
-    if options.get("unique") or options.get("new") or filtered:
-        rate = f", acceptance rate {len(words) / draws:.2%}" if filtered else ""
+    if options.get("unique") or options.get("new") or filtered(options):
+        rate = f", acceptance rate {len(words) / draws:.2%}" if filtered(options) else ""
         print(f"{len(words)} names from {draws} draws: {draws / len(words):.2f} draws per name{rate}")
     return words
 
