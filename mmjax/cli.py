@@ -107,8 +107,9 @@ def print_samples(workdir, member=None, ensemble=False, **options):
         return []
     words, draws = inference.draw(loaded, **options)
     print(sampling.report(words, loaded.dataset))
-    if options.get("unique") or options.get("new") or filtered(options):
-        rate = f", acceptance rate {len(words) / draws:.2%}" if filtered(options) else ""
+    through_filter = filtered(options)
+    if options.get("unique") or options.get("new") or through_filter:
+        rate = f", acceptance rate {len(words) / draws:.2%}" if through_filter else ""
         print(f"{len(words)} names from {draws} draws: {draws / len(words):.2f} draws per name{rate}")
     return words
 

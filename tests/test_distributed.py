@@ -61,10 +61,12 @@ def hosts(d, name, words, *argv, driver=(), processes=2, then=None):
     (a name and its flags), each process then trains that run too (TWO_RUNS)."""
     peers = ["--distributed", "--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", processes]
     script = str(d / ("two_runs.py" if then else "driver.py")) if driver or then else "train.py"
-    runs = [(name, argv)] + ([(then[0], then[1:])] if then else [])
-    return [command(script, *driver, *[arg for k, (run, flags) in enumerate(runs) for arg in
-                                       [*["--then"] * k, "-i", words, "-o", d / run, *RUN, *flags, *peers,
-                                        "--process-id", i]], env=ONE_DEVICE) for i in range(processes)]
+
+    def run(name, flags, i):  # one run's train.py flags for process i
+        return ["-i", words, "-o", d / name, *RUN, *flags, *peers, "--process-id", i]
+
+    return [command(script, *driver, *run(name, argv, i), *(["--then", *run(then[0], then[1:], i)] if then else []),
+                    env=ONE_DEVICE) for i in range(processes)]
 
 
 def finish(processes, timeout=240):
