@@ -9,11 +9,14 @@ Each round: makemore.py's `--max-steps 100` (torch, makemore's DataLoader with 4
 warm (the same cache, another new work dir); `sample.py -o RUN -n 10` first after that training and again;
 makemore's `--sample-only` (its model.pt, 50 samples, batch 50, the whole prefix recomputed per token).
 `sample.py -o RUN -n 10` first after a run that printed samples (`--sample-every` its last step; the training
-not timed, a fresh cache), which compiled the sampler sample.py then reads back.
+not timed, a fresh cache), which compiled the sampler sample.py then reads back. `python -c "import jax"`,
+what every command pays first. The JSON names the versions of jax, ml_dtypes (0.7.0's import is most of jax's),
+numpy and torch.
 `--makemore train|sample DIR` is one such PyTorch process (what the rounds start).
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -118,6 +121,7 @@ def main():
                 "mmjax_sample_again": lambda: timed(["sample.py", "-o", tmp / f"warm{r}", "-n", 10], cache),
                 "makemore_sample": lambda: timed([me, "--makemore", "sample", reference]),
                 "mmjax_sample_first_after_samples": lambda: sample_after_sampling(r),
+                "import_jax": lambda: timed(["-c", "import jax"]),  # what every command pays first
             }
             for name, run in figures.items():
                 times.setdefault(name, []).append(run())
@@ -134,7 +138,10 @@ def main():
              "sample again <= 2.0 s": medians["mmjax_sample_again"] <= 2.0}
     for goal, met in goals.items():
         print(f"{goal}: {'met' if met else 'missed'}")
-    report = {"steps": args.steps, "rounds": args.rounds, "seconds": times, "medians": medians, "goals": goals}
+    versions = {name: importlib.metadata.version(name) for name in ("jax", "ml_dtypes", "numpy", "torch")}
+    print("versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
+    report = {"steps": args.steps, "rounds": args.rounds, "seconds": times, "medians": medians, "goals": goals,
+              "versions": versions}
     print(json.dumps(report))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(report, indent=1))

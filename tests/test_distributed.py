@@ -6,8 +6,6 @@ refuse a bad address, a port in use, absent peers and disagreeing flags with one
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import jax
@@ -22,31 +20,32 @@ from mmjax.errors import UserError
 RUN = ["--type", "bigram", "--max-steps", 40, "--eval-every", 20, "--log-every", 10, "--no-progress",
        "--sample-every", 0]
 ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
-# train.py that sends itself SIGNAL as its dispatch from step N starts, if it is process P
-DRIVER = """
-import os, signal, sys
-from mmjax import cli, steps
-signum, at, process = getattr(signal, sys.argv.pop(1)), int(sys.argv.pop(1)), int(sys.argv.pop(1))
+# train.py's runs, one after the other in one process (one jax start), their flags separated by --then; with
+# --distributed, the later runs keep the first's connection to the other processes (jax joins them once a process).
+# Each run that returns leaves PROCESS_ID.returned in its work dir. With --signal NAME STEP P first, process P sends
+# itself that signal as its last run's dispatch from STEP starts.
+RUNS = """
+import os, pathlib, signal, sys
+import numpy as np
+from mmjax import cli, devices, steps
+argv, signal_at = sys.argv[1:], None
+if argv[0] == "--signal":
+    signal_at, argv = (getattr(signal, argv[1]), int(argv[2]), int(argv[3])), argv[4:]
+runs = [[]]
+for arg in argv:
+    runs.append([]) if arg == "--then" else runs[-1].append(arg)
+process = int(argv[argv.index("--process-id") + 1]) if "--process-id" in argv else 0
 for name in ("train_steps", "population_train_steps"):
     def signalling(state, *args, original=getattr(steps, name), **kwargs):
-        if int(np.asarray(state.step).ravel()[0]) == at and int(sys.argv[sys.argv.index("--process-id") + 1]) == process:
-            os.kill(os.getpid(), signum)
+        if armed and int(np.asarray(state.step).ravel()[0]) == signal_at[1] and process == signal_at[2]:
+            os.kill(os.getpid(), signal_at[0])
         return original(state, *args, **kwargs)
     setattr(steps, name, signalling)
-cli.train_command()
-"""
-
-
-# a process that trains two runs, one after the other: train.py's command line for the flags before --then, and
-# again for those after it (a process started once: not two jax starts). With --distributed, the second run
-# keeps the first's connection to the other processes (jax joins them once a process).
-TWO_RUNS = """
-import sys
-from mmjax import cli, devices
-then = sys.argv.index("--then")
-cli.train_command(sys.argv[1:then])
-devices.join = lambda *peers: None
-cli.train_command(sys.argv[then + 1:])
+for i, run in enumerate(runs):
+    armed = signal_at is not None and i == len(runs) - 1
+    cli.train_command(run)
+    pathlib.Path(run[run.index("-o") + 1], f"{process}.returned").touch()
+    devices.join = lambda *peers: None
 """
 
 
@@ -56,17 +55,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def hosts(d, name, words, *argv, driver=(), processes=2, then=None):
-    """`processes` train.py processes of one run in d / name, started together (Popen each); with `then`
-    (a name and its flags), each process then trains that run too (TWO_RUNS)."""
+def hosts(d, words, *runs, signal_at=(), processes=2):
+    """`processes` processes started together (Popen each), each training `runs` (a work dir's name in d and its
+    flags) one after the other (RUNS); with `signal_at` (NAME, STEP, PROCESS), that process signals its last run."""
     peers = ["--distributed", "--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", processes]
-    script = str(d / ("two_runs.py" if then else "driver.py")) if driver or then else "train.py"
 
-    def run(name, flags, i):  # one run's train.py flags for process i
-        return ["-i", words, "-o", d / name, *RUN, *flags, *peers, "--process-id", i]
+    def argv(i):  # the runs' train.py flags for process i
+        return [arg for k, (name, *flags) in enumerate(runs) for arg in (
+            *(["--then"] if k else []), "-i", words, "-o", d / name, *RUN, *flags, *peers, "--process-id", i)]
 
-    return [command(script, *driver, *run(name, argv, i), *(["--then", *run(then[0], then[1:], i)] if then else []),
-                    env=ONE_DEVICE) for i in range(processes)]
+    return [command(str(d / "runs.py"), *(["--signal", *signal_at] if signal_at else []), *argv(i), env=ONE_DEVICE)
+            for i in range(processes)]
 
 
 def finish(processes, timeout=240):
@@ -75,27 +74,31 @@ def finish(processes, timeout=240):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two-process runs: uninterrupted then a population of 4 (in the same processes), stopped by SIGTERM to
-    process 1 then resumed, killed (-9) in process 1; and one process with two devices of the same run and
-    population."""
+    """Two-process runs: uninterrupted, a population of 4, then one killed (-9) in process 1, in the same
+    processes; one stopped by SIGTERM to process 1, then resumed; and one process with two devices of the same
+    run and population."""
     d = tmp_path_factory.mktemp("distributed")
     words = write_words(d / "words.txt")
-    (d / "driver.py").write_text("import numpy as np\n" + DRIVER)
-    (d / "two_runs.py").write_text(TWO_RUNS)
+    (d / "runs.py").write_text(RUNS)
     population = ["--population", 4]  # of bigrams (RUN's): the fastest to compile
     results = {}
     # a run of two processes at a time (and the one-process runs beside the first): on a machine of few cores more
     # at once only take turns, and their threads spin waiting
-    alone = command(str(d / "two_runs.py"), "-i", words, "-o", d / "alone", *RUN, "--then", "-i", words, "-o",
+    alone = command(str(d / "runs.py"), "-i", words, "-o", d / "alone", *RUN, "--then", "-i", words, "-o",
                     d / "population_alone", *RUN, *population,
                     env={**ONE_DEVICE, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    results["whole"] = results["population"] = finish(hosts(d, "whole", words, then=("population", *population)))
+    # the uninterrupted run, the population, then the run killed in process 1: the processes end with that kill
+    results["whole"] = results["population"] = results["killed"] = finish(hosts(
+        d, words, ("whole",), ("population", *population), ("killed",), signal_at=("SIGKILL", 30, 1)))
     results["alone"] = results["population_alone"] = finish([alone])  # both runs' process
-    results["stopped"] = finish(hosts(d, "stopped", words, driver=("SIGTERM", 10, 1)))
-    results["killed"] = finish(hosts(d, "killed", words, driver=("SIGKILL", 30, 1)))
-    killed_at = time.monotonic()
-    results["resumed"] = finish(hosts(d, "stopped", words, "--resume"))
-    return d, results, killed_at
+    results["stopped"] = finish(hosts(d, words, ("stopped",), signal_at=("SIGTERM", 10, 1)))
+    results["resumed"] = finish(hosts(d, words, ("stopped", "--resume")))
+    return d, results
+
+
+def returned(d, name, processes=2):
+    """Whether the run in d / name returned in each of its processes (RUNS marks it)."""
+    return all((d / name / f"{i}.returned").exists() for i in range(processes))
 
 
 def leaves(path, which="latest"):
@@ -103,8 +106,9 @@ def leaves(path, which="latest"):
 
 
 def test_two_processes_train_as_one_process_with_two_devices(runs):
-    d, results, _ = runs
-    assert [status for status, _ in results["whole"] + results["alone"]] == [0, 0, 0], results["whole"]
+    d, results = runs
+    assert returned(d, "whole") and returned(d, "alone", processes=1), results["whole"]
+    assert [status for status, _ in results["alone"]] == [0], results["alone"]
     for ours, theirs in zip(leaves(d / "whole"), leaves(d / "alone"), strict=True):
         np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
     # their checkpoints, written by both processes into one work dir, restore in this single process
@@ -115,7 +119,7 @@ def test_two_processes_train_as_one_process_with_two_devices(runs):
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resume_continues_exactly(runs):
-    d, results, _ = runs
+    d, results = runs
     (status_0, err_0), (status_1, err_1) = results["stopped"]
     assert status_0 == status_1 == 143, results["stopped"]
     assert err_0.startswith("stopped at step 20: continue with ") and err_0.count("\n") == 1 and err_1 == ""
@@ -127,7 +131,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step_and_resume_continues
 
 
 def test_a_process_killed_makes_the_other_exit_with_one_line_and_the_checkpoint_restores(runs):
-    d, results, _ = runs
+    d, results = runs
     (status_0, err_0), (status_1, _) = results["killed"]
     assert status_1 == -signal.SIGKILL and status_0 == 1, results["killed"]
     assert err_0.count("\n") == 1 and err_0.startswith("error: another process of the run stopped answering ("), err_0
@@ -136,8 +140,8 @@ def test_a_process_killed_makes_the_other_exit_with_one_line_and_the_checkpoint_
 
 
 def test_a_population_over_two_processes_is_the_population_in_one(runs):
-    d, results, _ = runs
-    assert [status for status, _ in results["population"] + results["population_alone"]] == [0, 0, 0]
+    d, results = runs
+    assert returned(d, "population") and results["population_alone"][0][0] == 0
     evaluations = lambda path: [m for m in map(json.loads, (path / "metrics.jsonl").read_text().splitlines())
                                 if "test_loss" in m or "ensemble_test_loss" in m]
     ours, theirs = evaluations(d / "population"), evaluations(d / "population_alone")
