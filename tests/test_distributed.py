@@ -82,17 +82,17 @@ def runs(tmp_path_factory):
     (d / "runs.py").write_text(RUNS)
     population = ["--population", 4]  # of bigrams (RUN's): the fastest to compile
     results = {}
-    # the stopped and resumed runs beside the others: two-process runs wait for each other at half their time (a
-    # process of 40 bigram steps: 3.6 s of CPU in 7.6 s), so together they fill that time (the fixture 18 -> 14 s)
+    # a run of two processes at a time (and the one-process runs beside the first): on a machine of few cores more
+    # at once only take turns, and their threads spin waiting
     alone = command(str(d / "runs.py"), "-i", words, "-o", d / "alone", *RUN, "--then", "-i", words, "-o",
                     d / "population_alone", *RUN, *population,
                     env={**ONE_DEVICE, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     # the uninterrupted run, the population, then the run killed in process 1: the processes end with that kill
-    whole = hosts(d, words, ("whole",), ("population", *population), ("killed",), signal_at=("SIGKILL", 30, 1))
+    results["whole"] = results["population"] = results["killed"] = finish(hosts(
+        d, words, ("whole",), ("population", *population), ("killed",), signal_at=("SIGKILL", 30, 1)))
+    results["alone"] = results["population_alone"] = finish([alone])  # both runs' process
     results["stopped"] = finish(hosts(d, words, ("stopped",), signal_at=("SIGTERM", 10, 1)))
     results["resumed"] = finish(hosts(d, words, ("stopped", "--resume")))
-    results["whole"] = results["population"] = results["killed"] = finish(whole)
-    results["alone"] = results["population_alone"] = finish([alone])  # both runs' process
     return d, results
 
 
