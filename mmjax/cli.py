@@ -88,8 +88,9 @@ def sample_main(args, whole_process=False):
 
 
 def filtered(options):
-    """Whether sampling options name a filter (a suffix, a regex, ...), which the sampler's stream is drawn through."""
-    return any(options.get(k) not in (None, "") for k in sampling.FILTERS)
+    """Whether sampling options name a filter (a suffix, a regex, ...), which the sampler's stream is drawn through:
+    sampling.Constraint's own answer, so the device choice and the draws line agree with the sampler."""
+    return sampling.Constraint(**{f: options[f] for f in sampling.FILTERS if options.get(f) is not None}).filters
 
 
 def splits_rows(num_samples, batch_size=1000):
