@@ -28,11 +28,14 @@ def save_params(path, params):
     np.savez(path, **{jax.tree_util.keystr(p): a for p, a in jax.tree_util.tree_leaves_with_path(params)})
 """
 
-# train.py's main with --distributed, jax.distributed.initialize faked: prints whether jax had started
-# its backends when it was called; saves the trained parameters to WORK_DIR/trained.npz.
+# Arguments OTHER OUT, then train.py's flags. train.py's main with --distributed, jax.distributed.initialize
+# faked: prints whether jax had started its backends when it was called; saves the trained parameters to
+# WORK_DIR/trained.npz. Then, once OTHER's run (the other device count's) has saved its own, restores it here
+# (RESTORE).
 TRAIN_DISTRIBUTED = """
-import pathlib, sys
+import pathlib, sys, time
 from mmjax import cli, train
+other, out, *train_argv = sys.argv[1:]
 def backends_are_initialized():  # by public means: jax_num_cpu_devices may change only before they start
     devices = jax.config.jax_num_cpu_devices
     try:
@@ -45,31 +48,36 @@ backends_started, trained = [], []
 jax.distributed.initialize = lambda: backends_started.append(backends_are_initialized())
 train_and_evaluate = train.train_and_evaluate
 train.train_and_evaluate = lambda *args, **kwargs: trained.append(train_and_evaluate(*args, **kwargs))
-argv = ["--distributed", *sys.argv[1:]]
+argv = ["--distributed", *train_argv]
 cli.train_main(cli.train_parser().parse_args(argv))
 args = cli.train_parser().parse_args(argv)
-save_params(pathlib.Path(args.work_dir) / "trained.npz", trained[0].params)
+save_params(pathlib.Path(args.work_dir) / "trained.tmp.npz", trained[0].params)  # whole when the other sees it
+pathlib.Path(args.work_dir, "trained.tmp.npz").rename(pathlib.Path(args.work_dir) / "trained.npz")
 assert jax.device_count() == len(trained[0].params["lm_head"]["kernel"].sharding.device_set)
-print(backends_started)
+print(backends_started, flush=True)
+deadline = time.monotonic() + 240
+while not pathlib.Path(other, "trained.npz").exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+restore(other, out)
 """
 
-# The latest checkpoint of WORK_DIR placed on every device as training places it; its parameters to OUT;
-# then samples from it to OUT.samples.npy, 40 rows split over every device.
+# restore(WORK_DIR, OUT): the latest checkpoint of WORK_DIR placed on every device as training places it; its
+# parameters to OUT; then samples from it to OUT.samples.npy, 80 rows split over every device.
 RESTORE = """
-import sys
 from helpers import fresh_state
 from mmjax import sampling, trainees
 from mmjax.models import create_model
 from mmjax.workdir import WorkDir
-workdir = WorkDir(sys.argv[1])
-config, dataset = workdir.load_config(), workdir.load_dataset()
-state = workdir.checkpoints.restore(fresh_state(config, dataset.vocab))
-state = jax.device_put(state, trainees.data_parallel(config.batch_size)[0])
-assert jax.device_count() == len(state.params["lm_head"]["kernel"].sharding.device_set)
-save_params(sys.argv[2], state.params)
-assert jax.device_count() == 1 or sampling.local_mesh(80, "rows").size == jax.device_count()
-model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
-np.save(sys.argv[2] + ".samples.npy", sampling.sample(model, {"params": state.params}, 3, 400, batch_size=80)[0])
+def restore(path, out):
+    workdir = WorkDir(path)
+    config, dataset = workdir.load_config(), workdir.load_dataset()
+    state = workdir.checkpoints.restore(fresh_state(config, dataset.vocab))
+    state = jax.device_put(state, trainees.data_parallel(config.batch_size)[0])
+    assert jax.device_count() == len(state.params["lm_head"]["kernel"].sharding.device_set)
+    save_params(out, state.params)
+    assert jax.device_count() == 1 or sampling.local_mesh(80, "rows").size == jax.device_count()
+    model = create_model(config, dataset.vocab.size, dataset.vocab.block_size)
+    np.save(out + ".samples.npy", sampling.sample(model, {"params": state.params}, 3, 400, batch_size=80)[0])
 """
 
 
@@ -87,10 +95,13 @@ def python_on(devices, script, *argv, wait=True):
 @pytest.fixture(scope="module")
 def trained_on(tmp_path_factory):
     """train.py's main with --distributed on 1 and on 8 devices, side by side: each work dir, with its trained
-    parameters in trained.npz (one evaluation and save, at step 20)."""
+    parameters in trained.npz (one evaluation and save, at step 20); then each process restores the other's
+    checkpoint (in d: SAVED_ON.npz, the parameters restored on the other device count, and their samples)."""
     d = tmp_path_factory.mktemp("devices")
     words = write_words(d / "words.txt")
-    processes = {devices: python_on(devices, TRAIN_DISTRIBUTED, "-i", words, "-o", d / f"on_{devices}", *SMALL,
+    other = {1: 8, 8: 1}
+    processes = {devices: python_on(devices, RESTORE + TRAIN_DISTRIBUTED, d / f"on_{other[devices]}",
+                                    d / f"{other[devices]}.npz", "-i", words, "-o", d / f"on_{devices}", *SMALL,
                                     "--eval-every", "20", "--no-progress", wait=False) for devices in (1, 8)}
     for process in processes.values():
         stdout, stderr = process.communicate(timeout=300)
@@ -111,21 +122,18 @@ def test_eight_devices_train_as_one(trained_on):
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
 
 
-def test_checkpoints_move_between_8_and_1_devices_and_sample_there_as_here(trained_on, tmp_path):
+def test_checkpoints_move_between_8_and_1_devices_and_sample_there_as_here(trained_on):
     """Restored on the other device count, the same parameters; and the samples drawn there (on 8 devices,
     10 rows on each) are those of this process's one device."""
-    restoring = {(saved_on, restored_on): python_on(restored_on, RESTORE, trained_on[saved_on],
-                                                    tmp_path / f"{saved_on}.npz", wait=False)
-                 for saved_on, restored_on in ((8, 1), (1, 8))}
-    for (saved_on, _), process in restoring.items():
-        assert process.wait(timeout=300) == 0, process.communicate()[1]
-        trained, restored = np.load(trained_on[saved_on] / "trained.npz"), np.load(tmp_path / f"{saved_on}.npz")
+    for saved_on in (8, 1):
+        restored_at = trained_on[saved_on].parent / f"{saved_on}.npz"
+        trained, restored = np.load(trained_on[saved_on] / "trained.npz"), np.load(restored_at)
         assert len(trained.files) == len(restored.files) > 5
         for name in trained.files:
             np.testing.assert_array_equal(restored[name], trained[name], err_msg=name)
         run = inference.load(trained_on[saved_on], which="latest")
         here = sampling.sample(run.model, {"params": run.state.params}, 3, 400, batch_size=80)[0]
-        np.testing.assert_array_equal(np.load(tmp_path / f"{saved_on}.npz.samples.npy"), here)
+        np.testing.assert_array_equal(np.load(f"{restored_at}.samples.npy"), here)
 
 
 def test_distributed_outside_a_cluster_is_a_clear_error(words_file, tmp_path):
