@@ -168,13 +168,11 @@ def test_a_non_editable_install_runs_from_any_directory(tmp_path):
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    where = command(python, "-c", "import mmjax, mmjax.configs.gru; print(mmjax.__file__)")
-    assert where.startswith(site)
+    where, types = command(python, "-c", "import mmjax, mmjax.configs.gru; from mmjax.models import MODELS; print("
+                           "mmjax.__file__); print(sum(mmjax.get_config(t).type == t for t in MODELS))").splitlines()
+    assert where.startswith(site) and int(types) == len(MODELS)
     trained = command(venv / "bin" / "mmjax-train", "-i", "names.txt", "-o", "out", "--type", "gru",
                       "--max-steps", 20, "--n-embd", 8, "--n-embd2", 8, "--eval-every", 20, "--no-progress")
     assert "step 20" in trained
     assert len(command(venv / "bin" / "mmjax-sample", "-o", "out", "-n", 5).strip()) > 0
     assert len(command(python, "-m", "mmjax", "sample", "-o", "out", "-n", 3).strip()) > 0
-    types = command(python, "-c", "import mmjax; from mmjax.models import MODELS; "
-                                  "print(sum(mmjax.get_config(t).type == t for t in MODELS))")
-    assert int(types) == len(MODELS)
