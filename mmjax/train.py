@@ -138,7 +138,7 @@ def train_and_evaluate(config, workdir, input_file=None, *, encoding="utf-8", ma
         from mmjax import diagnostics  # a lecture tool: imported only by the runs that record it
 
         eval_hooks = (*eval_hooks, diagnostics.record)
-    # the hooks' batch; sliced only for runs with hooks (slicing a device array compiles a program, ~0.05 s)
+    # the hooks' batch; sliced only for runs with hooks (slicing a device array compiles a program, about 0.04 s)
     batch = tuple(xy[:config.batch_size] for xy in trainee.train_words) if eval_hooks else (None, None)
     printing, max_steps = jax.process_index() == 0, trainee.max_steps  # process 0 speaks for all
     from tqdm import tqdm

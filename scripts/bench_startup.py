@@ -132,9 +132,8 @@ def dispatch_seconds(steps):
     from mmjax import config as config_lib
     from mmjax import input_pipeline, state
     from mmjax import steps as mmjax_steps
-    from mmjax.config import get_config
 
-    config = get_config("transformer")
+    config = config_lib.get_config("transformer")
     words = input_pipeline.read_words(input_pipeline.default_words_path())
     dataset = input_pipeline.Dataset.from_words(words, config_lib.split_seed(config), config.val_size)
     x_nt, y_nt = jax.device_put(dataset.vocab.encode_words(dataset.train_words))
