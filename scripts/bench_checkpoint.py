@@ -10,18 +10,18 @@ values do not change what a save costs.
 """
 
 import argparse
+import itertools
 import json
 import pathlib
-import statistics
 import sys
 import tempfile
-import time
 from unittest import mock
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 
+from bench_sample import median_time  # noqa: E402  (scripts/ is on the path when a script runs)
 from mmjax import checkpoints as checkpoints_module  # noqa: E402
 from mmjax.config import get_config  # noqa: E402
 from mmjax.input_pipeline import Vocab  # noqa: E402
@@ -29,15 +29,6 @@ from mmjax.state import abstract_train_state, create_train_state  # noqa: E402
 from mmjax.workdir import WorkDir  # noqa: E402
 
 NAMES_VOCAB = Vocab(tuple("abcdefghijklmnopqrstuvwxyz"), 15)
-
-
-def median_ms(run, rounds):
-    times = []
-    for i in range(rounds):
-        start = time.perf_counter()
-        run(i + 1)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main():
@@ -49,20 +40,24 @@ def main():
     config = get_config(args.type)
     state = create_train_state(config, NAMES_VOCAB, jax.random.PRNGKey(config.seed))
     abstract = abstract_train_state(config, NAMES_VOCAB)  # what sample.py restores into
+    ms = lambda fn: 1000 * median_time(fn, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoints = WorkDir(pathlib.Path(tmp) / "run").checkpoints
-        save = lambda step: checkpoints.save(step, latest=state, best=state, score=1.0 / (step + 1))
-        save(0)  # orbax's first save makes its directories
-        save_ms = median_ms(save, args.rounds)
-        restore_ms = median_ms(lambda _: WorkDir(pathlib.Path(tmp) / "run", read_only=True).checkpoints.restore(abstract),
-                               args.rounds)
-        before = WorkDir(pathlib.Path(tmp) / "jax").checkpoints
-        jax_save = lambda step: before.save(step, latest=state, best=state, score=1.0 / (step + 1))
+        runs = pathlib.Path(tmp)
+
+        def saver(checkpoints):
+            """One evaluation's save, each at the next step, with a better score (best keeps each one)."""
+            steps = itertools.count()
+            return lambda: (step := next(steps), checkpoints.save(step, latest=state, best=state, score=1 / (step + 1)))
+
+        save = saver(WorkDir(runs / "run").checkpoints)
+        save()  # orbax's first save makes its directories
+        save_ms = ms(save)
+        restore_ms = ms(lambda: WorkDir(runs / "run", read_only=True).checkpoints.restore(abstract))
         with mock.patch.object(checkpoints_module, "host_copies", lambda tree: tree):  # orbax given the jax.Arrays
-            jax_save(0)
-            jax_arrays_save_ms = median_ms(jax_save, args.rounds)
-        jax_arrays_restore_ms = median_ms(
-            lambda _: WorkDir(pathlib.Path(tmp) / "jax", read_only=True).checkpoints.restore(abstract), args.rounds)
+            jax_save = saver(WorkDir(runs / "jax").checkpoints)
+            jax_save()
+            jax_arrays_save_ms = ms(jax_save)
+        jax_arrays_restore_ms = ms(lambda: WorkDir(runs / "jax", read_only=True).checkpoints.restore(abstract))
     figures = {"type": args.type, "leaves": len(jax.tree.leaves(state)), "rounds": args.rounds,
                "save_ms": save_ms, "restore_ms": restore_ms, "jax_arrays_save_ms": jax_arrays_save_ms,
                "jax_arrays_restore_ms": jax_arrays_restore_ms}
