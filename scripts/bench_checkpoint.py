@@ -1,7 +1,7 @@
 """Checkpoint cost: the milliseconds of one evaluation's save (best, then latest) and of a restore of a model's
 train state, as train.py and sample.py do them, medians of several rounds; and, in the same run, orbax saving
-the same state's jax.Arrays (and restoring those), which mmjax did before it handed orbax numpy copies
-(checkpoints.host_copies).
+the same state's jax.Arrays and restoring those, as mmjax did before it passed numpy arrays to and from orbax
+(checkpoints.through_host), and does in a run of several processes.
 
     python scripts/bench_checkpoint.py [--type transformer] [--rounds 9] [--json out.json]
 
@@ -53,11 +53,11 @@ def main():
         save()  # orbax's first save makes its directories
         save_ms = ms(save)
         restore_ms = ms(lambda: WorkDir(runs / "run", read_only=True).checkpoints.restore(abstract))
-        with mock.patch.object(checkpoints_module, "host_copies", lambda tree: tree):  # orbax given the jax.Arrays
+        with mock.patch.object(checkpoints_module, "through_host", lambda: False):  # orbax given the jax.Arrays
             jax_save = saver(WorkDir(runs / "jax").checkpoints)
             jax_save()
             jax_arrays_save_ms = ms(jax_save)
-        jax_arrays_restore_ms = ms(lambda: WorkDir(runs / "jax", read_only=True).checkpoints.restore(abstract))
+            jax_arrays_restore_ms = ms(lambda: WorkDir(runs / "jax", read_only=True).checkpoints.restore(abstract))
     figures = {"type": args.type, "leaves": len(jax.tree.leaves(state)), "rounds": args.rounds,
                "save_ms": save_ms, "restore_ms": restore_ms, "jax_arrays_save_ms": jax_arrays_save_ms,
                "jax_arrays_restore_ms": jax_arrays_restore_ms}

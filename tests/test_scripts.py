@@ -69,10 +69,10 @@ def test_bench_checkpoint(tmp_path, script):
     """Each figure measured once, for the bigram (13 arrays: the cheapest to initialise); the patched save is undone."""
     from mmjax import checkpoints
 
-    host_copies = checkpoints.host_copies
+    through_host = checkpoints.through_host
     script("bench_checkpoint.py", "--type", "bigram", "--rounds", 1, "--json", tmp_path / "c.json")
     figures = json.loads((tmp_path / "c.json").read_text())
-    assert figures["leaves"] == 13 and checkpoints.host_copies is host_copies
+    assert figures["leaves"] == 13 and checkpoints.through_host is through_host
     assert all(figures[f] > 0 for f in ("save_ms", "restore_ms", "jax_arrays_save_ms", "jax_arrays_restore_ms"))
 
 
