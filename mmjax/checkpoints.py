@@ -87,11 +87,14 @@ class Checkpoints:
         """`best` (with its `score`) to best, then `latest` to latest; without `best`, latest alone. A run
         killed between the two resumes from the previous latest, and when it reaches this step again orbax
         skips the save to best (it saves no step at or before its newest)."""
+        if through_host():  # host copies: one when best is latest (no parameter average)
+            host = lambda tree: jax.tree.map(np.asarray, tree)
+            same, latest = best is latest, host(latest)
+            best = latest if same else best if best is None else host(best)
         saves = ([("best", {"score": score}, best)] if best is not None else []) + [("latest", None, latest)]
         for which, metrics, tree in saves:
             directory = self.workdir_path / "checkpoints" / which / str(step)
             try:  # a save cut short stays a temporary directory, never restored
-                tree = jax.tree.map(np.asarray, tree) if through_host() else tree
                 self._manager(which).save(step, args=ocp.args.StandardSave(tree), metrics=metrics)
                 if directory.exists() and jax.process_index() == 0:  # best keeps only the best step
                     write_json(directory / CHECKSUMS, file_digests(directory))
